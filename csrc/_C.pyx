@@ -1,0 +1,134 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""cendetect's compiled CPU kernels (C++ in csrc/, bound here with Cython).
+
+Inputs are C-contiguous numpy arrays (torch CPU tensors pass as zero-copy ``.numpy()`` views);
+the GIL is released around every kernel. Not meant to be called directly: use cendetect.ops,
+which validates inputs and registers the torch custom ops.
+"""
+
+from libc.stdint cimport int64_t
+from libcpp cimport bool as cbool
+from libcpp.vector cimport vector
+
+cdef extern from "parallel.h" namespace "cendetect" nogil:
+    int c_get_num_threads "cendetect::get_num_threads"()
+    void c_set_num_threads "cendetect::set_num_threads"(int n)
+
+cdef extern from "nms.h" namespace "cendetect" nogil:
+    int64_t c_nms "cendetect::nms"(
+        const float* boxes, const float* scores, int64_t n, double thr, int64_t* keep) except +
+    int64_t c_nms "cendetect::nms"(
+        const double* boxes, const double* scores, int64_t n, double thr, int64_t* keep) except +
+    int64_t c_batched_nms "cendetect::batched_nms"(
+        const float* boxes, const float* scores, const int64_t* idxs, int64_t n, double thr,
+        int64_t* keep) except +
+    int64_t c_batched_nms "cendetect::batched_nms"(
+        const double* boxes, const double* scores, const int64_t* idxs, int64_t n, double thr,
+        int64_t* keep) except +
+
+cdef extern from "roi_align.h" namespace "cendetect" nogil:
+    int64_t c_roi_align "cendetect::roi_align"(
+        const float* input, int64_t batch, int64_t channels, int64_t height, int64_t width,
+        const float* rois, int64_t n_rois, int64_t pooled_h, int64_t pooled_w,
+        double spatial_scale, int64_t sampling_ratio, cbool aligned, float* output) except +
+    int64_t c_roi_align "cendetect::roi_align"(
+        const double* input, int64_t batch, int64_t channels, int64_t height, int64_t width,
+        const double* rois, int64_t n_rois, int64_t pooled_h, int64_t pooled_w,
+        double spatial_scale, int64_t sampling_ratio, cbool aligned, double* output) except +
+    int64_t c_multi_level_roi_align "cendetect::multi_level_roi_align"(
+        const float* const* feats, const int64_t* heights, const int64_t* widths,
+        const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
+        const float* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+        cbool aligned, int64_t finest_scale, float* output) except +
+    int64_t c_multi_level_roi_align "cendetect::multi_level_roi_align"(
+        const double* const* feats, const int64_t* heights, const int64_t* widths,
+        const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
+        const double* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+        cbool aligned, int64_t finest_scale, double* output) except +
+
+ctypedef fused real:
+    float
+    double
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use (default: $CENDETECT_NUM_THREADS, else the core count)."""
+    return c_get_num_threads()
+
+
+def set_num_threads(int n) -> None:
+    """Sets the kernels' thread count; n <= 0 restores the default."""
+    c_set_num_threads(n)
+
+
+def nms(const real[:, ::1] boxes, const real[::1] scores, double iou_threshold,
+        int64_t[::1] keep) -> int:
+    """Writes kept indices (decreasing score) into keep[:k]; returns k."""
+    cdef int64_t n = boxes.shape[0]
+    if n == 0:
+        return 0
+    with nogil:
+        n = c_nms(&boxes[0, 0], &scores[0], n, iou_threshold, &keep[0])
+    return n
+
+
+def batched_nms(const real[:, ::1] boxes, const real[::1] scores, const int64_t[::1] idxs,
+                double iou_threshold, int64_t[::1] keep) -> int:
+    """Per-group nms; writes kept indices (decreasing score) into keep[:k]; returns k."""
+    cdef int64_t n = boxes.shape[0]
+    if n == 0:
+        return 0
+    with nogil:
+        n = c_batched_nms(&boxes[0, 0], &scores[0], &idxs[0], n, iou_threshold, &keep[0])
+    return n
+
+
+def roi_align(const real[:, :, :, ::1] input, const real[:, ::1] rois, real[:, :, :, ::1] out,
+              double spatial_scale, int64_t sampling_ratio, cbool aligned) -> int:
+    """Fills out [K, C, h, w]; returns -1, or the index of a roi with a bad batch index."""
+    cdef int64_t k = rois.shape[0]
+    cdef const real* inp = NULL
+    cdef int64_t bad
+    if k == 0 or out.shape[1] == 0:
+        return -1
+    if input.shape[0] > 0 and input.shape[1] > 0 and input.shape[2] > 0 and input.shape[3] > 0:
+        inp = &input[0, 0, 0, 0]
+    with nogil:
+        bad = c_roi_align(inp, input.shape[0], input.shape[1], input.shape[2], input.shape[3],
+                          &rois[0, 0], k, out.shape[2], out.shape[3], spatial_scale,
+                          sampling_ratio, aligned, &out[0, 0, 0, 0])
+    return bad
+
+
+def multi_level_roi_align(list feats, const real[:, ::1] rois, real[:, :, :, ::1] out,
+                          list spatial_scales, int64_t sampling_ratio, cbool aligned,
+                          int64_t finest_scale) -> int:
+    """Fills out [K, C, s, s] from the roi's FPN level; returns as roi_align."""
+    cdef int64_t k = rois.shape[0]
+    cdef int64_t levels = len(feats)
+    cdef int64_t batch = 0
+    cdef vector[const real*] ptrs
+    cdef vector[int64_t] heights
+    cdef vector[int64_t] widths
+    cdef vector[double] scales
+    cdef const real[:, :, :, ::1] feat
+    cdef int64_t bad
+    if k == 0 or out.shape[1] == 0:
+        return -1
+    for level in range(levels):
+        feat = feats[level]
+        batch = feat.shape[0]
+        heights.push_back(feat.shape[2])
+        widths.push_back(feat.shape[3])
+        scales.push_back(spatial_scales[level])
+        if feat.shape[0] > 0 and feat.shape[1] > 0 and feat.shape[2] > 0 and feat.shape[3] > 0:
+            ptrs.push_back(&feat[0, 0, 0, 0])
+        else:
+            ptrs.push_back(NULL)
+    # The list keeps every array alive; `feat` only borrowed their buffers.
+    with nogil:
+        bad = c_multi_level_roi_align(
+            ptrs.data(), heights.data(), widths.data(), scales.data(), levels, batch,
+            out.shape[1], &rois[0, 0], k, out.shape[2], sampling_ratio, aligned, finest_scale,
+            &out[0, 0, 0, 0])
+    return bad
