@@ -1,0 +1,185 @@
+"""``Detector``: the one obvious way in from Python.
+
+A stateful facade over a stateless model: it owns the model, its class names and its
+pre-processing settings, and turns images (BGR uint8 arrays or paths) into
+:class:`~cendetect.engine.postprocess.Detections` in original-image pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from cendetect.checkpoint import Checkpoint, check_state_dict_keys, load_checkpoint
+from cendetect.config import (
+    PreprocessConfig,
+    model_config_from,
+    preprocess_config_from,
+)
+from cendetect.engine.postprocess import Detections, to_detections
+from cendetect.engine.preprocess import preprocess
+from cendetect.models.build import build_model
+from cendetect.zoo import CENDETECT_CLASSES, MODEL_ZOO, zoo_model_config
+
+ImageLike = np.ndarray | str | os.PathLike
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to BGR uint8 ``[H, W, 3]``; ``ValueError`` naming the file if not."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: no such file")
+    data = np.fromfile(p, dtype=np.uint8)  # np.fromfile + imdecode: unicode paths work everywhere
+    if data.size == 0:
+        raise ValueError(f"{p}: file is empty")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{p}: not a readable image (OpenCV could not decode it)")
+    return img
+
+
+def as_bgr(image: ImageLike) -> np.ndarray:
+    """A path or an array as BGR uint8 ``[H, W, 3]`` (gray and BGRA arrays are converted)."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a path or a numpy BGR image, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an image of shape [H, W, 3], got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return image
+
+
+def _num_classes_in(state_dict: dict[str, torch.Tensor]) -> int | None:
+    w = state_dict.get("roi_head.bbox_head.fc_cls.weight")
+    return None if w is None else int(w.shape[0]) - 1
+
+
+class Detector:
+    """Instance segmentation of bars and mosaics (or whatever the checkpoint was trained on).
+
+    Args:
+        model: a module following the raw-detection contract (``MaskRCNN``).
+        class_names: class names in label order.
+        preprocess_cfg: resize/normalise/pad settings of the model.
+        device: where the model runs.
+        fp16: run convolutions in float16 (CUDA only); boxes, NMS and thresholds stay float32.
+        mask_threshold: binarisation threshold of the pasted mask probabilities.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        preprocess_cfg: PreprocessConfig,
+        device: str | torch.device = "cpu",
+        fp16: bool = False,
+        mask_threshold: float = 0.5,
+    ) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+        if fp16 and self.device.type != "cuda":
+            raise ValueError(
+                "fp16=True needs device='cuda' (CPU half-precision convolutions are slow)"
+            )
+        self.model = model.eval().to(self.device)
+        self.class_names = tuple(class_names)
+        self.preprocess_cfg = preprocess_cfg
+        self.fp16 = fp16
+        self.mask_threshold = mask_threshold
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        fp16: bool = False,
+        model: str | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> Detector:
+        """Load an mmdetection 2.x/3.x checkpoint or a bare state dict.
+
+        The architecture comes from the config embedded in the checkpoint; a file without one
+        needs ``model`` (a zoo name such as ``'mask_rcnn_r50_fpn'``). Class names come from the
+        checkpoint, else ``classes``, else CenDetect's ``('bar', 'mosaic')`` for two classes.
+        """
+        ckpt = load_checkpoint(path)
+        model_cfg, pre_cfg, mask_thr = _architecture(ckpt, model, classes)
+        names = _class_names(ckpt, classes)
+        net = build_model(model_cfg, num_classes=len(names))
+        check_state_dict_keys(net, ckpt.state_dict, ckpt.path)
+        net.load_state_dict(ckpt.state_dict, strict=True)
+        return cls(net, names, pre_cfg, device=device, fp16=fp16, mask_threshold=mask_thr)
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Detections | list[Detections]:
+        """Detect in one image (returns ``Detections``) or a list of images (returns a list)."""
+        if isinstance(images, (np.ndarray, str, os.PathLike)):
+            return self.predict([images])[0]
+        return self.predict(list(images))
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[ImageLike]) -> list[Detections]:
+        """Run one batch: ``images`` are BGR uint8 arrays or paths."""
+        if len(images) == 0:
+            return []
+        bgr = [as_bgr(im) for im in images]
+        batch = preprocess(bgr, self.preprocess_cfg).to(self.device)
+        if self.fp16:
+            with torch.autocast("cuda", dtype=torch.float16):
+                raw = self.model(batch.images, batch.image_sizes, batch.scale_factors)
+        else:
+            raw = self.model(batch.images, batch.image_sizes, batch.scale_factors)
+        return to_detections(raw, batch, self.class_names, self.mask_threshold)
+
+
+def _architecture(
+    ckpt: Checkpoint, model: str | None, classes: Sequence[str] | None
+) -> tuple[dict[str, Any], PreprocessConfig, float]:
+    if ckpt.config is not None and model is None:
+        cfg = ckpt.config
+        model_cfg = model_config_from(cfg)
+        test_cfg = model_cfg.get("test_cfg") or cfg.get("test_cfg") or {}
+        if "test_cfg" not in model_cfg and test_cfg:
+            model_cfg = {**model_cfg, "test_cfg": test_cfg}
+        pre = preprocess_config_from(cfg)
+    else:
+        if model is None:
+            raise ValueError(
+                f"{ckpt.path}: the checkpoint embeds no config, so the architecture is unknown; "
+                f"pass model=NAME (one of: {', '.join(sorted(MODEL_ZOO))})"
+            )
+        n = len(classes) if classes else _num_classes_in(ckpt.state_dict)
+        if n is None:
+            raise ValueError(f"{ckpt.path}: cannot tell the number of classes; pass classes=[...]")
+        model_cfg = zoo_model_config(model, n)
+        pre = PreprocessConfig()
+    mask_thr = float(model_cfg.get("test_cfg", {}).get("rcnn", {}).get("mask_thr_binary", 0.5))
+    return model_cfg, pre, mask_thr
+
+
+def _class_names(ckpt: Checkpoint, classes: Sequence[str] | None) -> tuple[str, ...]:
+    if classes:
+        return tuple(classes)
+    if ckpt.classes:
+        return tuple(ckpt.classes)
+    n = _num_classes_in(ckpt.state_dict)
+    if n == len(CENDETECT_CLASSES):
+        return CENDETECT_CLASSES
+    if n is None:
+        raise ValueError(f"{ckpt.path}: cannot tell the class names; pass classes=[...]")
+    return tuple(f"class_{i}" for i in range(n))

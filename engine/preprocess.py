@@ -1,0 +1,110 @@
+"""Test-time pre-processing with mmdetection 2.28 semantics (also what 3.x does).
+
+For each BGR uint8 image: keep-ratio resize with OpenCV bilinear interpolation to fit
+``img_scale`` (mmcv ``imrescale``), BGR->RGB if the config says so, ``(x - mean) / std`` in
+float32, then zero padding at the bottom/right to a multiple of ``size_divisor`` (padding after
+normalisation, so the pad value is 0 in normalised space). A batch is padded to its largest image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from cendetect.config import PreprocessConfig
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Network input for B images.
+
+    Attributes:
+        images: ``Tensor[B, 3, H, W]`` float32, normalised and padded.
+        image_sizes: ``Tensor[B, 2]`` int64 (h, w) of each resized image inside the padding.
+        scale_factors: ``Tensor[B, 4]`` float32 (w_scale, h_scale, w_scale, h_scale), resized
+            size over original size, exactly as mmdet's ``Resize`` computes them.
+        original_sizes: (h, w) of each original image.
+    """
+
+    images: Tensor
+    image_sizes: Tensor
+    scale_factors: Tensor
+    original_sizes: tuple[tuple[int, int], ...]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.images.to(device),
+            self.image_sizes.to(device),
+            self.scale_factors.to(device),
+            self.original_sizes,
+        )
+
+
+def rescale_size(h: int, w: int, img_scale: tuple[int, int]) -> tuple[int, int]:
+    """(new_h, new_w) of a keep-ratio resize into ``img_scale`` (mmcv ``rescale_size``).
+
+    The scale is (long edge, short edge) in either order: the image is scaled by
+    ``min(max(scale) / max(h, w), min(scale) / min(h, w))`` and each side rounded half up.
+    """
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image has an empty side: {h}x{w}")
+    factor = min(max(img_scale) / max(h, w), min(img_scale) / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def resize_image(image: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Resize one BGR image; returns it and its float32 scale factor ``[w_s, h_s, w_s, h_s]``."""
+    h, w = image.shape[:2]
+    if cfg.keep_ratio:
+        new_h, new_w = rescale_size(h, w, cfg.img_scale)
+    else:
+        new_w, new_h = cfg.img_scale
+    if (new_h, new_w) != (h, w):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    sf = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
+    return image, sf
+
+
+def preprocess(images: Sequence[np.ndarray], cfg: PreprocessConfig) -> Batch:
+    """Resize, normalise, pad and stack BGR uint8 images (``[H, W, 3]``) into a :class:`Batch`."""
+    if len(images) == 0:
+        raise ValueError("preprocess needs at least one image")
+    resized: list[np.ndarray] = []
+    factors: list[np.ndarray] = []
+    for img in images:
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(
+                f"expected a BGR uint8 image of shape [H, W, 3], got {img.dtype} {img.shape}"
+            )
+        r, sf = resize_image(img, cfg)
+        resized.append(r)
+        factors.append(sf)
+    d = cfg.size_divisor
+    pad_h = max(r.shape[0] for r in resized)
+    pad_w = max(r.shape[1] for r in resized)
+    if d > 0:
+        pad_h, pad_w = -(-pad_h // d) * d, -(-pad_w // d) * d
+    out = torch.zeros((len(resized), 3, pad_h, pad_w), dtype=torch.float32)
+    # Rounding as mmdet's Normalize + mmcv's imnormalize (cv2.subtract, cv2.multiply) do it:
+    # mean and std are first rounded to float32 (Normalize stores them so), the mean is
+    # subtracted in float32, and the product with 1/std is formed in float64 and rounded once.
+    # Plain float32 arithmetic differs in the last bit for ~40% of pixels, which deep random-
+    # weight networks (the R101 parity fixtures) amplify into one-pixel mask differences.
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
+    inv_std = 1.0 / torch.tensor(cfg.std, dtype=torch.float32).double().view(3, 1, 1)
+    for i, r in enumerate(resized):
+        t = torch.from_numpy(np.ascontiguousarray(r)).permute(2, 0, 1).float()
+        if cfg.to_rgb:
+            t = t.flip(0)
+        out[i, :, : r.shape[0], : r.shape[1]] = ((t - mean).double() * inv_std).float()
+    return Batch(
+        images=out,
+        image_sizes=torch.tensor([r.shape[:2] for r in resized], dtype=torch.int64),
+        scale_factors=torch.from_numpy(np.stack(factors)),
+        original_sizes=tuple((int(i.shape[0]), int(i.shape[1])) for i in images),
+    )
