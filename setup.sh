@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up everything cendetect needs on a fresh machine, into ./.venv:
+#   torch 2.13.0 (pinned exactly: a looser pin pulls a multi-GB CUDA build), the package in
+#   editable mode with its C++/Cython extension built by CMake, and the test tools.
+# Safe to run again: it only installs what is missing and rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+PIP="$VENV/bin/python -m pip"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+# torch first and alone, so that nothing later can pick a different build.
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    echo "[setup] installing torch==2.13.0"
+    $PIP install --quiet "torch==2.13.0"
+fi
+
+# Build tools live in the venv so that editable rebuilds need no network (no build isolation).
+$PIP install --quiet "scikit-build-core>=1.0" "cython>=3.0" "cmake>=3.18" ninja
+echo "[setup] building and installing cendetect (editable)"
+$PIP install --quiet --no-build-isolation -e ".[test]"
+
+"$VENV/bin/python" - <<'PY'
+import torch, cendetect, cendetect._C, cendetect.engine, cendetect.compile  # noqa: F401
+print(f"[setup] ok: cendetect {cendetect.__version__}, torch {torch.__version__}, "
+      f"native extension {cendetect._C.__file__}")
+PY
