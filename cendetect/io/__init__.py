@@ -1,0 +1,1 @@
+"""Input discovery, decoding and atomic output writing."""
