@@ -1,0 +1,179 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""cendetect's mask compositor kernels (csrc/compositor.cpp), bound with Cython.
+
+Not meant to be called directly: use cendetect.engine.compositor, which validates and converts
+inputs. Arrays are numpy (torch CPU tensors pass as zero-copy ``.numpy()`` views); images are
+``uint8 [H, W, C]`` with channel stride 1, pixel stride C and any row stride. The GIL is released
+around every kernel; bad arguments raise ValueError (std::invalid_argument), MemoryError
+(std::bad_alloc).
+"""
+
+from libc.stdint cimport int64_t, uint8_t
+
+
+cdef extern from "parallel.h" namespace "cendetect" nogil:
+    int c_get_num_threads "cendetect::get_num_threads"()
+    void c_set_num_threads "cendetect::set_num_threads"(int n)
+
+
+cdef extern from "compositor.h" namespace "cendetect" nogil:
+    cdef struct ImageView "cendetect::ImageView":
+        uint8_t* data
+        int64_t height
+        int64_t width
+        int64_t channels
+        int64_t row_stride
+
+    void c_paste_windows "cendetect::paste_windows"(
+        const float* boxes, int64_t n, int64_t height, int64_t width,
+        int64_t* windows) except +
+    void c_paste_masks "cendetect::paste_masks"(
+        const float* masks, int64_t n, int64_t mask_h, int64_t mask_w, const float* boxes,
+        const int64_t* windows, const int64_t* offsets, int64_t height, int64_t width,
+        float threshold, uint8_t* out) except +
+    void c_paste_fill "cendetect::paste_fill"(
+        const float* masks, int64_t n, int64_t mask_h, int64_t mask_w, const float* boxes,
+        const int64_t* windows, float threshold, const uint8_t* colors,
+        ImageView image) except +
+    void c_fill_bitmaps "cendetect::fill_bitmaps"(
+        const uint8_t* bits, const int64_t* windows, const int64_t* offsets, int64_t n,
+        const uint8_t* colors, int alpha, ImageView image) except +
+    void c_copy_bitmaps "cendetect::copy_bitmaps"(
+        const uint8_t* bits, const int64_t* windows, const int64_t* offsets, int64_t n,
+        const uint8_t* src, int64_t src_height, int64_t src_width, int64_t src_row_stride,
+        int64_t src_x0, int64_t src_y0, ImageView image) except +
+
+
+def get_num_threads() -> int:
+    """Threads the compositor uses (default: $CENDETECT_NUM_THREADS, else the core count)."""
+    return c_get_num_threads()
+
+
+def set_num_threads(int n) -> None:
+    """Sets the compositor's thread count; n <= 0 restores the default."""
+    c_set_num_threads(n)
+
+
+cdef ImageView _view(uint8_t[:, :, :] image) except *:
+    cdef ImageView v
+    if image.strides[2] != 1 or image.strides[1] != image.shape[2]:
+        raise ValueError("image pixels must be packed (channel stride 1, pixel stride channels)")
+    v.height = image.shape[0]
+    v.width = image.shape[1]
+    v.channels = image.shape[2]
+    v.row_stride = image.strides[0]
+    v.data = NULL
+    if v.height > 0 and v.width > 0 and v.channels > 0:
+        v.data = &image[0, 0, 0]
+    return v
+
+
+cdef inline const float* _fptr3(const float[:, :, ::1] a) noexcept nogil:
+    if a.shape[0] > 0 and a.shape[1] > 0 and a.shape[2] > 0:
+        return &a[0, 0, 0]
+    return NULL
+
+
+cdef inline const uint8_t* _bptr(const uint8_t[::1] a) noexcept nogil:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+def _check_n(int64_t n, object name, int64_t got):
+    if got != n:
+        raise ValueError(f"{name} has {got} rows, expected {n}")
+
+
+def paste_windows(const float[:, ::1] boxes, int64_t height, int64_t width,
+                  int64_t[:, ::1] windows) -> None:
+    """Fills windows [N, 4] with each box's evaluation window (x0, y0, x1, y1) in the image."""
+    cdef int64_t n = boxes.shape[0]
+    if boxes.shape[1] != 4 or windows.shape[1] != 4:
+        raise ValueError("boxes and windows must be [N, 4]")
+    _check_n(n, "windows", windows.shape[0])
+    if n == 0:
+        return
+    with nogil:
+        c_paste_windows(&boxes[0, 0], n, height, width, &windows[0, 0])
+
+
+def paste_masks(const float[:, :, ::1] masks, const float[:, ::1] boxes,
+                const int64_t[:, ::1] windows, const int64_t[::1] offsets, int64_t height,
+                int64_t width, float threshold, uint8_t[::1] out) -> None:
+    """Writes every instance's window bitmap (0/1) into out[offsets[i]:offsets[i + 1]]."""
+    cdef int64_t n = masks.shape[0]
+    _check_n(n, "boxes", boxes.shape[0])
+    _check_n(n, "windows", windows.shape[0])
+    _check_n(n + 1, "offsets", offsets.shape[0])
+    if n == 0:
+        return
+    if boxes.shape[1] != 4 or windows.shape[1] != 4:
+        raise ValueError("boxes and windows must be [N, 4]")
+    if offsets[n] > out.shape[0]:
+        raise ValueError("out is smaller than the bitmaps")
+    cdef uint8_t* dst = &out[0] if out.shape[0] > 0 else NULL
+    with nogil:
+        c_paste_masks(_fptr3(masks), n, masks.shape[1], masks.shape[2], &boxes[0, 0],
+                      &windows[0, 0], &offsets[0], height, width, threshold, dst)
+
+
+def paste_fill(const float[:, :, ::1] masks, const float[:, ::1] boxes,
+               const int64_t[:, ::1] windows, float threshold, const uint8_t[:, ::1] colors,
+               uint8_t[:, :, :] image) -> None:
+    """Samples every mask and paints its selected pixels with colors[i], in one pass."""
+    cdef int64_t n = masks.shape[0]
+    cdef ImageView view = _view(image)
+    _check_n(n, "boxes", boxes.shape[0])
+    _check_n(n, "windows", windows.shape[0])
+    _check_n(n, "colors", colors.shape[0])
+    if n == 0:
+        return
+    if boxes.shape[1] != 4 or windows.shape[1] != 4:
+        raise ValueError("boxes and windows must be [N, 4]")
+    if colors.shape[1] != view.channels:
+        raise ValueError(f"colors have {colors.shape[1]} channels, the image {view.channels}")
+    with nogil:
+        c_paste_fill(_fptr3(masks), n, masks.shape[1], masks.shape[2], &boxes[0, 0],
+                     &windows[0, 0], threshold, &colors[0, 0], view)
+
+
+def fill_bitmaps(const uint8_t[::1] bits, const int64_t[:, ::1] windows,
+                 const int64_t[::1] offsets, const uint8_t[:, ::1] colors, int alpha,
+                 uint8_t[:, :, :] image) -> None:
+    """Paints (alpha 256) or blends (alpha < 256) colors[i] over instance i's selected pixels."""
+    cdef int64_t n = windows.shape[0]
+    cdef ImageView view = _view(image)
+    _check_n(n + 1, "offsets", offsets.shape[0])
+    _check_n(n, "colors", colors.shape[0])
+    if n == 0:
+        return
+    if windows.shape[1] != 4:
+        raise ValueError("windows must be [N, 4]")
+    if colors.shape[1] != view.channels:
+        raise ValueError(f"colors have {colors.shape[1]} channels, the image {view.channels}")
+    if offsets[n] > bits.shape[0]:
+        raise ValueError("bits is smaller than the offsets say")
+    with nogil:
+        c_fill_bitmaps(_bptr(bits), &windows[0, 0], &offsets[0], n, &colors[0, 0], alpha, view)
+
+
+def copy_bitmaps(const uint8_t[::1] bits, const int64_t[:, ::1] windows,
+                 const int64_t[::1] offsets, const uint8_t[:, :, :] src, int64_t src_x0,
+                 int64_t src_y0, uint8_t[:, :, :] image) -> None:
+    """Copies the selected pixels from src (placed at src_x0, src_y0) into the image."""
+    cdef int64_t n = windows.shape[0]
+    cdef ImageView view = _view(image)
+    cdef const uint8_t* sp = NULL
+    _check_n(n + 1, "offsets", offsets.shape[0])
+    if n == 0:
+        return
+    if windows.shape[1] != 4:
+        raise ValueError("windows must be [N, 4]")
+    if src.shape[2] != view.channels or src.strides[2] != 1 or src.strides[1] != src.shape[2]:
+        raise ValueError("src must have the image's channels, packed")
+    if offsets[n] > bits.shape[0]:
+        raise ValueError("bits is smaller than the offsets say")
+    if src.shape[0] > 0 and src.shape[1] > 0:
+        sp = &src[0, 0, 0]
+    with nogil:
+        c_copy_bitmaps(_bptr(bits), &windows[0, 0], &offsets[0], n, sp, src.shape[0],
+                       src.shape[1], src.strides[0], src_x0, src_y0, view)
