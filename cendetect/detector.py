@@ -25,6 +25,7 @@ from cendetect.config import (
 )
 from cendetect.engine.postprocess import Detections, to_detections
 from cendetect.engine.preprocess import preprocess
+from cendetect.engine.runners import EngineRunner, load_engine
 from cendetect.models.build import build_model
 from cendetect.zoo import CENDETECT_CLASSES, MODEL_ZOO, zoo_model_config
 
@@ -73,7 +74,8 @@ class Detector:
     """Instance segmentation of bars and mosaics (or whatever the checkpoint was trained on).
 
     Args:
-        model: a module following the raw-detection contract (``MaskRCNN``).
+        model: a module following the raw-detection contract (``MaskRCNN``), or a loaded engine
+            artifact (:class:`~cendetect.engine.runners.EngineRunner`, see :meth:`from_engine`).
         class_names: class names in label order.
         preprocess_cfg: resize/normalise/pad settings of the model.
         device: where the model runs.
@@ -83,7 +85,7 @@ class Detector:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | EngineRunner,
         class_names: Sequence[str],
         preprocess_cfg: PreprocessConfig,
         device: str | torch.device = "cpu",
@@ -97,7 +99,12 @@ class Detector:
             raise ValueError(
                 "fp16=True needs device='cuda' (CPU half-precision convolutions are slow)"
             )
-        self.model = model.eval().to(self.device)
+        if isinstance(model, EngineRunner):
+            self.model: nn.Module | EngineRunner = model
+            self.engine = model.manifest.engine
+        else:
+            self.model = model.eval().to(self.device)
+            self.engine = "eager"
         self.class_names = tuple(class_names)
         self.preprocess_cfg = preprocess_cfg
         self.fp16 = fp16
@@ -126,6 +133,39 @@ class Detector:
         net.load_state_dict(ckpt.state_dict, strict=True)
         return cls(net, names, pre_cfg, device=device, fp16=fp16, mask_threshold=mask_thr)
 
+    @classmethod
+    def from_engine(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device | None = None,
+        checkpoint: str | os.PathLike | None = None,
+    ) -> Detector:
+        """Load an artifact written by ``cendetect-compile`` (TorchScript ``.ts``, AOTI ``.pt2``).
+
+        Class names, pre-processing and mask threshold come from the artifact's manifest; the
+        pre- and post-processing are the same code as for :meth:`from_checkpoint`.
+
+        Args:
+            path: the artifact.
+            device: where to run; default the device it was built for.
+            checkpoint: check the artifact against this checkpoint (default: the recorded
+                checkpoint path, if that file still exists).
+
+        Raises:
+            EngineError: the artifact is unknown, from another torch version, built for CUDA
+                on a machine without it, or its checkpoint changed; the message says how to
+                rebuild it.
+        """
+        runner = load_engine(path, device=device, checkpoint=checkpoint)
+        m = runner.manifest
+        return cls(
+            runner,
+            m.classes,
+            m.preprocess,
+            device=runner.device,
+            mask_threshold=m.mask_threshold,
+        )
+
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Detections | list[Detections]:
         """Detect in one image (returns ``Detections``) or a list of images (returns a list)."""
         if isinstance(images, (np.ndarray, str, os.PathLike)):
@@ -139,7 +179,9 @@ class Detector:
             return []
         bgr = [as_bgr(im) for im in images]
         batch = preprocess(bgr, self.preprocess_cfg).to(self.device)
-        if self.fp16:
+        if isinstance(self.model, EngineRunner):  # precision is baked into the artifact
+            raw = self.model(batch)
+        elif self.fp16:
             with torch.autocast("cuda", dtype=torch.float16):
                 raw = self.model(batch.images, batch.image_sizes, batch.scale_factors)
         else:

@@ -1,0 +1,187 @@
+"""Checkpoint -> model -> one engine artifact with its manifest (``compile_engine``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+import cendetect
+from cendetect.config import PreprocessConfig
+from cendetect.engine.runners import ENGINE_KINDS, PRECISIONS, EngineError, InputSpec, Manifest
+from cendetect.engine.runners.manifest import file_sha256
+
+__all__ = ["compile_engine", "default_input_spec", "input_spec", "parse_size"]
+
+#: the smallest dynamic input side: the exporter needs k >= 2 multiples of the divisor
+_MIN_STEPS = 2
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``'800x1344'`` (height x width) or ``'1344'`` (square) -> ``(h, w)``."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"size {text!r}: expected HEIGHTxWIDTH such as 800x1344") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) <= 0:
+        raise ValueError(f"size {text!r}: expected two positive ints, HEIGHTxWIDTH")
+    return values[0], values[1]
+
+
+def _round_up(size: tuple[int, int], d: int) -> tuple[int, int]:
+    return (-(-size[0] // d) * d, -(-size[1] // d) * d)
+
+
+def default_input_spec(cfg: PreprocessConfig) -> InputSpec:
+    """Sizes every image the pre-processing can produce: up to the padded long edge squared.
+
+    With ``keep_ratio`` an image fits ``img_scale`` in either orientation, so both sides are at
+    most its long edge (padded); ``opt`` is the landscape ``short x long`` size. Without it every
+    input is exactly ``img_scale`` (w, h) padded: a static shape.
+    """
+    d = max(cfg.size_divisor, 1)
+    if not cfg.keep_ratio:
+        w, h = cfg.img_scale
+        size = _round_up((h, w), d)
+        return InputSpec(min=size, opt=size, max=size)
+    long, short = max(cfg.img_scale), min(cfg.img_scale)
+    lo = _MIN_STEPS * d
+    return InputSpec(min=(lo, lo), opt=_round_up((short, long), d), max=_round_up((long, long), d))
+
+
+def input_spec(
+    cfg: PreprocessConfig,
+    min_size: tuple[int, int] | None = None,
+    opt_size: tuple[int, int] | None = None,
+    max_size: tuple[int, int] | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> InputSpec:
+    """The spec from command-line sizes (each ``(h, w)``), defaults filled from ``cfg``.
+
+    Sizes are rounded up to the size divisor. ``input_size`` makes a static shape.
+
+    Raises:
+        ValueError: ``input_size`` combined with min/opt/max, or min <= opt <= max violated.
+    """
+    d = max(cfg.size_divisor, 1)
+    if input_size is not None:
+        if min_size or opt_size or max_size:
+            raise ValueError("--input-size makes a static shape; drop --min/--opt/--max-size")
+        size = _round_up(input_size, d)
+        return InputSpec(min=size, opt=size, max=size)
+    default = default_input_spec(cfg)
+    lo = _round_up(min_size, d) if min_size else default.min
+    hi = _round_up(max_size, d) if max_size else default.max
+    if opt_size:
+        opt = _round_up(opt_size, d)
+    else:  # the default, moved inside the asked range
+        opt = tuple(min(max(o, a), b) for o, a, b in zip(default.opt, lo, hi))  # type: ignore[assignment]
+    if min(lo) < _MIN_STEPS * d and lo != hi:
+        raise ValueError(
+            f"--min-size {lo[0]}x{lo[1]}: a dynamic shape needs sides >= {_MIN_STEPS * d} "
+            f"({_MIN_STEPS} x size divisor {d}); smaller images are zero-padded up to it"
+        )
+    if not (lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]):
+        raise ValueError(
+            f"sizes must satisfy min <= opt <= max per side, got min {lo}, opt {opt}, max {hi}"
+        )
+    return InputSpec(min=lo, opt=opt, max=hi)
+
+
+def compile_engine(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    engine: str = "torchscript",
+    precision: str = "fp32",
+    device: str = "cpu",
+    model: str | None = None,
+    classes: Sequence[str] | None = None,
+    min_size: tuple[int, int] | None = None,
+    opt_size: tuple[int, int] | None = None,
+    max_size: tuple[int, int] | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> Manifest:
+    """Build the artifact of ``checkpoint`` at ``output`` and return its manifest.
+
+    Args:
+        checkpoint: mmdetection 2.x/3.x checkpoint or bare state dict.
+        output: the artifact file to write.
+        engine: ``'torchscript'`` (any input size) or ``'aoti'`` (``.pt2``, ``spec`` sizes).
+        precision: ``'fp32'``; ``'fp16'`` needs ``device='cuda'``; ``'bf16'`` is for the CPU.
+        device: ``'cpu'`` or ``'cuda'``: where the artifact will run.
+        model: zoo name; needed for a bare state dict, and becomes the manifest's model name.
+        classes: class names for a checkpoint without them.
+        min_size, opt_size, max_size: network-input ``(h, w)`` range of an export engine
+            (default :func:`default_input_spec`); ``input_size``: one static size instead.
+
+    Raises:
+        EngineError: unknown engine or precision, fp16 on the CPU, CUDA asked for without CUDA.
+    """
+    from cendetect.detector import Detector
+
+    if engine not in ENGINE_KINDS:
+        raise EngineError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_KINDS)}")
+    if precision not in PRECISIONS:
+        raise EngineError(
+            f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
+        )
+    if device not in ("cpu", "cuda"):
+        raise EngineError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError(
+            "--device cuda: torch sees no CUDA device on this machine; build CUDA engines on a "
+            "machine with the GPU they will run on, or use --device cpu"
+        )
+    if precision == "fp16" and device != "cuda":
+        raise EngineError("--fp16 is for CUDA engines (CPU half convolutions are slow); use --bf16")
+    sizes = (min_size, opt_size, max_size, input_size)
+    if engine == "torchscript" and any(sizes):
+        raise EngineError(
+            "--min/--opt/--max/--input-size apply to export engines (aoti); a TorchScript "
+            "engine takes any input size"
+        )
+    det = Detector.from_checkpoint(checkpoint, device=device, model=model, classes=classes)
+    net = _ready(det.model, precision)
+    pre = det.preprocess_cfg
+    spec = input_spec(pre, *sizes)
+    if engine == "torchscript":
+        spec = dataclasses.replace(spec, any_size=True)
+    manifest = Manifest(
+        engine=engine,
+        model=model or Path(checkpoint).stem,
+        classes=det.class_names,
+        input=spec,
+        precision=precision,
+        device=device,
+        torch_version=torch.__version__,
+        checkpoint_path=str(Path(checkpoint).resolve()),
+        checkpoint_sha256=file_sha256(checkpoint),
+        preprocess=pre,
+        mask_threshold=det.mask_threshold,
+        cendetect_version=cendetect.__version__,
+    )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    if engine == "torchscript":
+        from cendetect.compile.torchscript import save_torchscript
+
+        save_torchscript(net, manifest, output)
+    else:  # "aoti"
+        from cendetect.compile.aoti import save_aoti
+        from cendetect.compile.export import export_program
+
+        program = export_program(net, manifest.input, max(pre.size_divisor, 1), device)
+        save_aoti(program, manifest, output)
+    return manifest
+
+
+def _ready(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    from cendetect.compile.precision import with_precision
+
+    return with_precision(model.eval(), precision)

@@ -1,0 +1,99 @@
+"""AOTInductor engine (``.pt2``, dynamic H/W): one compile per test session, small max size.
+
+The compiled kernels fuse and reorder float operations, so raw tensors differ from eager by
+float noise that the random-weight fixture amplifies; detections are therefore matched by IoU
+(STYLE.md): same label, box IoU >= 0.99, score within 1e-3, mask IoU >= 0.98 on average.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from cendetect import Detector
+from cendetect.compile.build import compile_engine
+from cendetect.engine import preprocess, to_detections
+from cendetect.engine.runners import EngineError, load_engine, read_manifest
+from tests.compile.matching import match_detections
+from tests.conftest import DATA
+
+IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
+SMALL = (320, 224)  # img_scale for the test: network inputs up to 320 x 320
+
+
+@pytest.fixture(scope="session")
+def r50_pt2(mmdet2_r50_ckpt: Path, engine_dir: Path) -> Path:
+    out = engine_dir / "r50.pt2"
+    compile_engine(
+        mmdet2_r50_ckpt,
+        out,
+        engine="aoti",
+        min_size=(64, 64),
+        opt_size=(224, 320),
+        max_size=(320, 320),
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def eager(mmdet2_r50_ckpt: Path) -> Detector:
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+
+
+@pytest.mark.slow
+def test_manifest_of_pt2(r50_pt2: Path) -> None:
+    from torch.export.pt2_archive._package import load_pt2
+
+    m = read_manifest(r50_pt2)
+    assert (m.engine, m.precision, m.device) == ("aoti", "fp32", "cpu")
+    assert (m.input.min, m.input.opt, m.input.max) == ((64, 64), (224, 320), (320, 320))
+    assert not m.input.any_size
+    # torch's own reader sees the same file as an extra file of the package
+    assert "cendetect_manifest.json" in load_pt2(r50_pt2).extra_files
+
+
+@pytest.mark.slow
+def test_aoti_matches_eager_at_several_sizes(eager: Detector, r50_pt2: Path) -> None:
+    runner = load_engine(r50_pt2)
+    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=SMALL)
+    sizes = set()
+    for path in IMAGES:
+        batch = preprocess([cv2.imread(str(path))], cfg)
+        sizes.add(tuple(batch.images.shape[-2:]))
+        with torch.inference_mode():
+            ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
+            out_raw = runner(batch)
+        assert ref_raw[0].shape[0] > 0, f"{path.name}: the test needs detections"
+        names = eager.class_names
+        (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
+        (out,) = to_detections(out_raw, batch, names, eager.mask_threshold)
+        rep = match_detections(ref, out, box_iou_thr=0.99)
+        assert len(out) == len(ref), f"{path.name}: {len(out)} detections, eager {len(ref)}"
+        assert rep.matched == rep.total, f"{path.name}: {rep.matched}/{rep.total} matched"
+        assert rep.max_score_diff <= 1e-3, path.name
+        assert rep.mean_mask_iou >= 0.98, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
+    assert len(sizes) >= 3, f"the fixture images should give several input sizes, got {sizes}"
+
+
+@pytest.mark.slow
+def test_batch_runs_image_by_image(eager: Detector, r50_pt2: Path) -> None:
+    runner = load_engine(r50_pt2)
+    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=SMALL)
+    imgs = [cv2.imread(str(p)) for p in IMAGES[:2]]
+    both = runner(preprocess(imgs, cfg))
+    for i, img in enumerate(imgs):
+        alone = runner(preprocess([img], cfg))
+        sel = both[4] == i
+        torch.testing.assert_close(both[0][sel], alone[0])
+        assert torch.equal(both[2][sel], alone[2])
+
+
+@pytest.mark.slow
+def test_too_large_input_is_refused_with_the_fix(r50_pt2: Path) -> None:
+    det = Detector.from_engine(r50_pt2)
+    with pytest.raises(EngineError, match="exceeds the largest size .* --max-size"):
+        det(IMAGES[0])

@@ -1,0 +1,84 @@
+"""TorchScript engine: eager vs scripted vs saved-and-loaded artifact on the fixture images.
+
+Tier (STYLE.md): raw detections within 1e-4, labels and image ids equal; the images go through
+the normal pre-processing and the results through the normal post-processing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from cendetect import Detector
+from cendetect.compile.torchscript import script_model
+from cendetect.engine import preprocess
+from cendetect.engine.runners import load_engine
+from tests.conftest import DATA
+
+IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
+
+
+@pytest.fixture(scope="module")
+def eager(mmdet2_r50_ckpt: Path) -> Detector:
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+
+
+def assert_raw_close(a: tuple, b: tuple) -> None:
+    boxes_a, scores_a, labels_a, masks_a, ids_a = a
+    boxes_b, scores_b, labels_b, masks_b, ids_b = b
+    assert torch.equal(labels_a, labels_b)
+    assert torch.equal(ids_a, ids_b)
+    torch.testing.assert_close(boxes_a, boxes_b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores_a, scores_b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(masks_a, masks_b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_loaded_artifact_matches_eager_on_fixture_images(eager: Detector, r50_ts: Path) -> None:
+    import cv2
+
+    runner = load_engine(r50_ts)
+    for path in IMAGES:
+        batch = preprocess([cv2.imread(str(path))], eager.preprocess_cfg)
+        with torch.inference_mode():
+            ref = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
+            out = runner(batch)
+        assert ref[0].shape[0] > 0, f"{path.name}: the test needs detections"
+        assert_raw_close(ref, out)
+
+
+@pytest.mark.slow
+def test_scripted_in_memory_matches_eager(eager: Detector) -> None:
+    import cv2
+
+    scripted = script_model(eager.model)
+    # two images of different sizes in one batch, at a reduced scale to keep the test short
+    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=(480, 320))
+    batch = preprocess([cv2.imread(str(p)) for p in IMAGES[:2]], cfg)
+    with torch.inference_mode():
+        ref = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
+        assert_raw_close(ref, scripted(batch.images, batch.image_sizes, batch.scale_factors))
+
+
+@pytest.mark.slow
+def test_detector_from_engine_gives_eager_results(eager: Detector, r50_ts: Path) -> None:
+    det = Detector.from_engine(r50_ts)
+    assert det.preprocess_cfg == eager.preprocess_cfg
+    assert det.mask_threshold == eager.mask_threshold
+    # the public API end to end (decode, pre-process, engine, paste); a reduced scale keeps
+    # the test short, on both sides alike
+    small = dataclasses.replace(eager.preprocess_cfg, img_scale=(480, 320))
+    det.preprocess_cfg = small
+    ref_det = Detector(eager.model, eager.class_names, small)
+    path = DATA / "mmdet" / "images" / "astronaut_512.png"
+    ref, out = ref_det(path), det(path)
+    assert len(ref) > 0
+    assert out.class_names == ref.class_names
+    assert (out.labels == ref.labels).all()
+    torch.testing.assert_close(
+        torch.from_numpy(out.boxes), torch.from_numpy(ref.boxes), atol=1e-4, rtol=1e-4
+    )
+    assert (out.masks != ref.masks).mean() < 1e-5
