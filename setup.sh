@@ -15,6 +15,17 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
+# redis-server (Debian package) for the Redis worker's tests; only as root and only if missing.
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] installing redis-server (apt)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
+            >/dev/null || echo "[setup] warning: could not install redis-server; its tests will skip"
+    else
+        echo "[setup] note: redis-server not found (not root); the Redis tests will skip"
+    fi
+fi
+
 # torch first and alone, so that nothing later can pick a different build.
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
     echo "[setup] installing torch==2.13.0"

@@ -8,7 +8,7 @@ pre-processing settings, and turns images (BGR uint8 arrays or paths) into
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +121,11 @@ class Detector:
     ) -> Detector:
         """Load an mmdetection 2.x/3.x checkpoint or a bare state dict.
 
-        The architecture comes from the config embedded in the checkpoint; a file without one
-        needs ``model`` (a zoo name such as ``'mask_rcnn_r50_fpn'``). Class names come from the
-        checkpoint, else ``classes``, else CenDetect's ``('bar', 'mosaic')`` for two classes.
+        The architecture comes from the config embedded in the checkpoint (it is what the
+        weights were trained with, so it wins); ``model`` (a zoo name such as
+        ``'mask_rcnn_r50_fpn'``) is used only for a file that embeds no config. Class names come
+        from the checkpoint, else ``classes``, else CenDetect's ``('bar', 'mosaic')`` for two
+        classes.
         """
         ckpt = load_checkpoint(path)
         model_cfg, pre_cfg, mask_thr = _architecture(ckpt, model, classes)
@@ -166,11 +168,26 @@ class Detector:
             mask_threshold=m.mask_threshold,
         )
 
-    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Detections | list[Detections]:
-        """Detect in one image (returns ``Detections``) or a list of images (returns a list)."""
+    def __call__(
+        self, images: ImageLike | Sequence[ImageLike] | Iterator[ImageLike]
+    ) -> Detections | list[Detections] | Iterator[Detections]:
+        """Detect in one image (returns ``Detections``), a list of images (returns a list), or
+        an iterator of frames (returns an iterator, in order, with bounded look-ahead)."""
         if isinstance(images, (np.ndarray, str, os.PathLike)):
             return self.predict([images])[0]
+        if isinstance(images, Iterator):
+            return self.stream(images)
         return self.predict(list(images))
+
+    def stream(
+        self, frames: Iterable[ImageLike], batch_size: int = 1, lookahead: int | None = None
+    ) -> Iterator[Detections]:
+        """Results for ``frames`` in order; at most ``lookahead`` frames are held at once
+        (video and other long inputs stay in bounded memory). See
+        :func:`cendetect.pipeline.detect_stream`."""
+        from cendetect.pipeline import detect_stream
+
+        return detect_stream(self, frames, batch_size=batch_size, lookahead=lookahead)
 
     @torch.inference_mode()
     def predict(self, images: Sequence[ImageLike]) -> list[Detections]:
@@ -192,7 +209,7 @@ class Detector:
 def _architecture(
     ckpt: Checkpoint, model: str | None, classes: Sequence[str] | None
 ) -> tuple[dict[str, Any], PreprocessConfig, float]:
-    if ckpt.config is not None and model is None:
+    if ckpt.config is not None:
         cfg = ckpt.config
         model_cfg = model_config_from(cfg)
         test_cfg = model_cfg.get("test_cfg") or cfg.get("test_cfg") or {}

@@ -27,13 +27,16 @@ def is_video(path: str | os.PathLike[str]) -> bool:
 
 
 def discover_inputs(
-    root: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    root: str | os.PathLike[str],
+    extensions: Iterable[str] = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS,
+    errors: list[tuple[str, str]] | None = None,
 ) -> list[Path]:
     """Files under ``root`` (recursively, sorted) whose lower-cased suffix is in ``extensions``.
 
     ``root`` may be a single file, which is returned as is whatever its extension (the user
     named it). Hidden files and folders (leading ``.``) are skipped. ``FileNotFoundError`` if
-    ``root`` does not exist.
+    ``root`` does not exist. Folders that cannot be listed are appended to ``errors`` as
+    ``(path, reason)`` when it is given (and silently passed over otherwise).
     """
     root = Path(root)
     if root.is_file():
@@ -42,7 +45,12 @@ def discover_inputs(
         raise FileNotFoundError(f"input path {str(root)!r} does not exist")
     exts = {e.lower() for e in extensions}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        if errors is not None:
+            errors.append((str(exc.filename), f"cannot list the folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if not name.startswith(".") and Path(name).suffix.lower() in exts:

@@ -1,0 +1,183 @@
+"""End-to-end folder throughput: ``cendetect run`` against a CenDetect det.py-style loop.
+
+What is measured: images/s over a folder of ``--images`` PNGs of ``--size`` x ``--size``
+pixels (default 200 at 1024x1024), from process start to exit (imports and model load
+included, the same for both) and for the processing loop alone (each side reports it).
+
+- **ours**: ``python -m cendetect run --input_path IN --output_path OUT --checkpoint CKPT``
+  with ``--batch-size`` and ``--workers`` (decoding and encoding in threads, overlapped with
+  inference; the C++ compositor fills the masks).
+- **det.py loop**: what CenDetect's det.py does, on the same engine (``Detector``): one image
+  at a time, ``cv2.imread``, detect, full-resolution ``N x H x W`` masks above the confidence,
+  ``np.any`` union, ``image[union] = [0, 255, 0]``, ``cv2.imwrite`` PNG.
+
+Both load the same mmdetection 2.x checkpoint built in a temporary folder from the
+``mask_rcnn_r50_fpn`` parity fixture (seeded weights, the fixture's config: 1333x800 test scale,
+so a 1024x1024 image runs at 800x800). ``--tiny`` uses the tests' tiny config instead (64x64,
+``tests/tiny_model.py``), where decoding/encoding dominate. The outputs of the two are compared
+pixel for pixel. Each side runs in its own subprocess with torch's default threads; the other
+processes' CPU use during each run is printed (``/proc/stat``), and ``--wait-quiet S`` waits up
+to S seconds for the machine to be quiet first.
+
+Usage (repo root):  .venv/bin/python benchmarks/bench_pipeline.py [--images 200] [--tiny]
+The script is also the baseline worker (``--worker baseline``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KITE = REPO / "tests" / "data" / "mmdet" / "images" / "kite_1024x576.png"
+
+
+def _cpu_busy_s() -> float:
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait_s: float, threshold_cores: float = 0.2, sample_s: float = 5.0) -> float:
+    """Wait (at most ``max_wait_s``) until the machine uses < ``threshold_cores``; return it."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        b0, t0 = _cpu_busy_s(), time.monotonic()
+        time.sleep(sample_s)
+        cores = (_cpu_busy_s() - b0) / (time.monotonic() - t0)
+        if cores < threshold_cores or time.monotonic() > deadline:
+            return cores
+
+
+def baseline(input_dir: Path, output_dir: Path, checkpoint: Path, confidence: float) -> None:
+    """CenDetect's det.py loop on our Detector; prints the loop's images/s as JSON."""
+    import cv2
+    import numpy as np
+
+    from cendetect import Detector
+
+    detector = Detector.from_checkpoint(checkpoint)
+    paths = sorted(input_dir.glob("*.png"))
+    t0 = time.perf_counter()
+    for p in paths:
+        image = cv2.imread(str(p))
+        res = detector(image)
+        masks = res.masks[res.scores > confidence]
+        if len(masks):
+            image[np.any(masks, axis=0)] = [0, 255, 0]
+        cv2.imwrite(str(output_dir / p.name), image)
+    loop = time.perf_counter() - t0
+    print(json.dumps({"images": len(paths), "loop_s": loop}))
+
+
+def _make_inputs(folder: Path, n: int, size: int) -> None:
+    import cv2
+    import numpy as np
+
+    base = cv2.resize(cv2.imread(str(KITE)), (size, size), interpolation=cv2.INTER_AREA)
+    folder.mkdir(parents=True)
+    for i in range(n):  # distinct images: shifted, and every other one mirrored
+        img = np.roll(base, shift=(7 * i) % size, axis=1)
+        cv2.imwrite(str(folder / f"img_{i:04d}.png"), img[:, ::-1] if i % 2 else img)
+
+
+def _checkpoint(tmp: Path, tiny: bool) -> Path:
+    sys.path.insert(0, str(REPO))
+    if tiny:
+        from tests.tiny_model import save_tiny_checkpoint
+
+        return save_tiny_checkpoint(tmp / "tiny.pth")
+    from tests.weights import save_mmdet2_checkpoint
+
+    fixture = REPO / "tests" / "data" / "mmdet" / "mask_rcnn_r50_fpn"
+    return save_mmdet2_checkpoint(fixture, tmp / "r50.pth")
+
+
+def _timed(cmd: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, cores used by other processes meanwhile, stdout) of one subprocess."""
+    import resource
+
+    b0, t0 = _cpu_busy_s(), time.monotonic()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    others = max(0.0, (_cpu_busy_s() - b0 - own) / wall)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, others, proc.stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--tiny", action="store_true", help="the tests' 64x64 config (I/O-bound)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--confidence", type=float, default=0.3)
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S")
+    p.add_argument("--worker", choices=("baseline",), help=argparse.SUPPRESS)
+    p.add_argument("--spec", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        spec = json.loads(args.spec)
+        baseline(Path(spec["in"]), Path(spec["out"]), Path(spec["ckpt"]), spec["confidence"])
+        return 0
+    import cv2
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as t:
+        tmp = Path(t)
+        ckpt = _checkpoint(tmp, args.tiny)
+        _make_inputs(tmp / "in", args.images, args.size)
+        (tmp / "base").mkdir()
+        spec = {"in": str(tmp / "in"), "out": str(tmp / "base"), "ckpt": str(ckpt),
+                "confidence": args.confidence}  # fmt: skip
+        runs = {
+            "det.py loop": [sys.executable, __file__, "--worker", "baseline", "--spec",
+                            json.dumps(spec)],
+            "cendetect run": [sys.executable, "-m", "cendetect", "run", "--no-progress",
+                              "--input_path", str(tmp / "in"), "--output_path", str(tmp / "ours"),
+                              "--checkpoint", str(ckpt), "--device", "cpu",
+                              "--confidence", str(args.confidence),
+                              "--batch-size", str(args.batch_size),
+                              "--workers", str(args.workers)],
+        }  # fmt: skip
+        results = {}
+        for name, cmd in runs.items():
+            if args.wait_quiet > 0:
+                print(f"{name}: other load before start {wait_quiet(args.wait_quiet):.2f} cores")
+            wall, others, out = _timed(cmd)
+            if name == "det.py loop":
+                loop = json.loads(out.strip().splitlines()[-1])["loop_s"]
+            else:
+                loop = float(re.search(r"failed in ([0-9.]+) s", out).group(1))
+            results[name] = (wall, loop, others)
+        same = all(
+            np.array_equal(cv2.imread(str(f)), cv2.imread(str(tmp / "ours" / f.name)))
+            for f in sorted((tmp / "base").glob("*.png"))
+        )
+    n = args.images
+    scale = "tests' tiny 64x64 config" if args.tiny else "fixture config, 1333x800 scale"
+    print(f"{n} images {args.size}x{args.size}, mask_rcnn_r50_fpn ({scale}), CPU, "
+          f"{os.cpu_count()} cores; batch {args.batch_size}, workers {args.workers}")  # fmt: skip
+    print(f"{'':16}{'end-to-end img/s':>18}{'loop img/s':>12}{'other load':>12}")
+    for name, (wall, loop, others) in results.items():
+        print(f"{name:16}{n / wall:18.3f}{n / loop:12.3f}{others:11.2f}c")
+    (bw, bl, _), (ow, ol, _) = results["det.py loop"], results["cendetect run"]
+    print(f"speed-up: end-to-end {bw / ow:.2f}x, loop {bl / ol:.2f}x; outputs identical: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from cendetect.cli import main
+
+sys.exit(main())

@@ -1,0 +1,259 @@
+"""The folder pipeline behind ``cendetect run``: decode, detect, composite and write, overlapped.
+
+Three stages run at once: worker threads decode the next images while the model runs on the
+current batch, and other worker threads composite and encode the previous batch's outputs
+(OpenCV releases the GIL while decoding and encoding). Both queues are bounded, so memory does
+not grow with the number of inputs. Each output is written atomically, so an interrupted run
+leaves no half-written file, and a re-run skips inputs whose outputs all exist.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cendetect.engine.postprocess import Detections
+from cendetect.io.atomic import write_image_atomic
+from cendetect.io.coco import CocoWriter
+from cendetect.io.decode import read_image_file
+from cendetect.io.opex import write_opex
+from cendetect.io.roi_csv import write_roi_csv
+from cendetect.pipeline import decoded_in_order, select
+
+if TYPE_CHECKING:
+    from cendetect.detector import Detector
+
+__all__ = ["Job", "OutputOptions", "Summary", "plan_jobs", "run_images"]
+
+COCO_FILE = "coco.json"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write for each input.
+
+    Attributes:
+        mode: composite mode of the output image (``fill`` is CenDetect's green fill).
+        dilate: grow masks by this many pixels before compositing.
+        confidence: keep detections with a score strictly above this.
+        classes: class names to keep (None: all).
+        save_json: ``"coco"`` (one ``coco.json`` in the output root), ``"opex"`` (one
+            ``.json`` beside each output image) or None.
+        save_csv: write a ROI CSV (``*-rois.csv``) beside each output image.
+    """
+
+    mode: str = "fill"
+    dilate: int = 0
+    confidence: float = 0.3
+    classes: tuple[str, ...] | None = None
+    save_json: str | None = None
+    save_csv: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image and where its outputs go.
+
+    Attributes:
+        source: the input file.
+        name: its path relative to the input root (``file_name`` in COCO, ``file`` in CSV).
+        image: the output image path; ``opex`` and ``csv`` are derived from it.
+    """
+
+    source: Path
+    name: str
+    image: Path
+
+    @property
+    def opex(self) -> Path:
+        return self.image.with_suffix(".json")
+
+    @property
+    def csv(self) -> Path:
+        return self.image.with_name(self.image.stem + "-rois.csv")
+
+    def outputs(self, opts: OutputOptions) -> list[Path]:
+        out = [self.image]
+        if opts.save_json == "opex":
+            out.append(self.opex)
+        if opts.save_csv:
+            out.append(self.csv)
+        return out
+
+
+@dataclass
+class Summary:
+    """What a run did; ``failed`` holds ``(path, reason)`` pairs."""
+
+    processed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def merge(self, other: Summary) -> None:
+        self.processed += other.processed
+        for k, v in other.skipped.items():
+            self.skip(k, v)
+        self.failed.extend(other.failed)
+        self.seconds += other.seconds
+
+    def line(self) -> str:
+        """``12 processed, 3 skipped (3 already done), 1 failed in 4.2 s (2.9 images/s)``."""
+        n_skip = sum(self.skipped.values())
+        why = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.processed} processed, {n_skip} skipped" + (f" ({why})" if why else "")
+            + f", {len(self.failed)} failed in {self.seconds:.1f} s ({rate:.2f} images/s)"
+        )  # fmt: skip
+
+
+def plan_jobs(inputs: Sequence[Path], mapping: dict[Path, Path], input_root: Path) -> list[Job]:
+    """Jobs for ``inputs`` with output images from ``mapping`` (see ``io.discovery``)."""
+    base = input_root if input_root.is_dir() else input_root.parent
+    jobs = []
+    for p in inputs:
+        name = p.relative_to(base).as_posix() if p.is_relative_to(base) else p.name
+        jobs.append(Job(source=p, name=name, image=mapping[p]))
+    return jobs
+
+
+def _write(
+    job: Job, image: np.ndarray, det: Detections, opts: OutputOptions, coco: CocoWriter | None
+) -> None:
+    if opts.mode == "mask":
+        out = det.composite(image, mode="mask", dilate=opts.dilate)
+    else:
+        out = det.composite(image, mode=opts.mode, dilate=opts.dilate, inplace=True)
+    write_image_atomic(job.image, out)
+    if opts.save_json == "opex":
+        write_opex(job.opex, det, job.name)
+    if opts.save_csv:
+        write_roi_csv(job.csv, det, job.source.name)
+    if coco is not None:
+        coco.add(job.name, det)
+
+
+def _predict_one(
+    detector: Detector, job: Job, image: np.ndarray, fail: Callable[[Path, str], None]
+) -> Detections | None:
+    try:
+        return detector.predict([image])[0]
+    except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+        fail(job.source, f"inference failed: {type(exc).__name__}: {exc}")
+        return None
+
+
+def run_images(
+    detector: Detector,
+    jobs: Sequence[Job],
+    opts: OutputOptions,
+    output_root: Path,
+    *,
+    batch_size: int = 1,
+    workers: int = 2,
+    overwrite: bool = False,
+    max_pixels: int | None = None,
+    progress: bool | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Summary:
+    """Process image jobs with decoding, inference and writing overlapped.
+
+    Args:
+        detector: the model.
+        jobs: from :func:`plan_jobs`.
+        opts: what to write.
+        output_root: where ``coco.json`` goes.
+        batch_size: images per model call.
+        workers: decoding threads, and as many writing threads.
+        overwrite: redo jobs whose outputs all exist (else they are skipped).
+        max_pixels: refuse images with more pixels (default Pillow's limit).
+        progress: show a tqdm bar (None: only on a terminal).
+        report: called with one line per failed input (default: printed to stderr).
+    """
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    summary = Summary()
+    coco_path = output_root / COCO_FILE
+    todo = []
+    for job in jobs:
+        if not overwrite and all(p.is_file() for p in job.outputs(opts)):
+            summary.skip("already done")
+        else:
+            todo.append(job)
+    coco = None
+    if opts.save_json == "coco":
+        done = {j.name for j in jobs} - {j.name for j in todo}
+        coco = CocoWriter(detector.class_names, previous=coco_path, keep=done)
+        carried = {im["file_name"] for im in coco.images}
+        missing = [j for j in jobs if j.name in done - carried]  # outputs exist, COCO lacks them
+        todo.extend(missing)
+        if missing:
+            summary.skip("already done", -len(missing))
+    hide = not sys.stderr.isatty() if progress is None else not progress
+    bar = tqdm(total=len(todo), unit="img", disable=hide, leave=False, file=sys.stderr)
+
+    def fail(path: Path, reason: str) -> None:
+        summary.failed.append((str(path), reason))
+        line = f"cendetect: {path}: {reason}"
+        (report or (lambda m: tqdm.write(m, file=sys.stderr)))(line)
+        bar.update(1)
+
+    writing: deque[tuple[Job, Future[None]]] = deque()
+
+    def settle(limit: int) -> None:
+        while len(writing) > limit:
+            job, fut = writing.popleft()
+            exc = fut.exception()
+            if exc is not None:
+                fail(job.source, f"cannot write the outputs: {exc}")
+            else:
+                summary.processed += 1
+                bar.update(1)
+
+    batch: list[tuple[Job, np.ndarray]] = []
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cendetect-write") as pool:
+
+        def flush() -> None:
+            if not batch:
+                return
+            try:
+                dets: list[Detections | None] = list(detector.predict([im for _, im in batch]))
+            except Exception:  # noqa: BLE001 - retried image by image: one bad image fails alone
+                dets = [_predict_one(detector, job, im, fail) for job, im in batch]
+            for (job, image), det in zip(batch, dets, strict=True):
+                if det is None:
+                    continue
+                det = select(det, opts.confidence, opts.classes)
+                writing.append((job, pool.submit(_write, job, image, det, opts, coco)))
+            batch.clear()
+            settle(2 * max(1, workers) + batch_size)
+
+        decode = lambda job: read_image_file(job.source, max_pixels)  # noqa: E731
+        lookahead = 2 * batch_size + max(1, workers)
+        for job, image in decoded_in_order(todo, decode, workers, lookahead):
+            if isinstance(image, BaseException):
+                fail(job.source, str(getattr(image, "reason", image)))
+                continue
+            batch.append((job, image))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        settle(0)
+    bar.close()
+    if coco is not None and (todo or not coco_path.exists()):
+        coco.write(coco_path)
+    summary.seconds = time.perf_counter() - t0
+    return summary

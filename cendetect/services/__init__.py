@@ -1,0 +1,1 @@
+"""Long-running services: the polled folder (``watch``) and the Redis worker (``redis``)."""
