@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cendetect.checkpoint import Checkpoint, check_state_dict_keys, load_checkpoint
+from cendetect.checkpoint import Checkpoint, check_state_dict_keys
 from cendetect.config import (
     PreprocessConfig,
     model_config_from,
@@ -27,7 +27,7 @@ from cendetect.engine.postprocess import Detections, to_detections
 from cendetect.engine.preprocess import preprocess
 from cendetect.engine.runners import EngineRunner, load_engine
 from cendetect.models.build import build_model
-from cendetect.zoo import CENDETECT_CLASSES, MODEL_ZOO, zoo_model_config
+from cendetect.zoo import CENDETECT_CLASSES, MODEL_ZOO, ZOO_IMG_NORM, zoo_model_config
 
 ImageLike = np.ndarray | str | os.PathLike
 
@@ -66,8 +66,12 @@ def as_bgr(image: ImageLike) -> np.ndarray:
 
 
 def _num_classes_in(state_dict: dict[str, torch.Tensor]) -> int | None:
-    w = state_dict.get("roi_head.bbox_head.fc_cls.weight")
-    return None if w is None else int(w.shape[0]) - 1
+    # a single box head (Mask R-CNN, PointRend), else the first stage of a cascade
+    for key in ("roi_head.bbox_head.fc_cls.weight", "roi_head.bbox_head.0.fc_cls.weight"):
+        w = state_dict.get(key)
+        if w is not None:
+            return int(w.shape[0]) - 1
+    return None
 
 
 class Detector:
@@ -109,6 +113,8 @@ class Detector:
         self.preprocess_cfg = preprocess_cfg
         self.fp16 = fp16
         self.mask_threshold = mask_threshold
+        #: where the weights came from: "mmdet" or an imported family (from_checkpoint)
+        self.checkpoint_format = "mmdet"
 
     @classmethod
     def from_checkpoint(
@@ -118,16 +124,36 @@ class Detector:
         fp16: bool = False,
         model: str | None = None,
         classes: Sequence[str] | None = None,
+        checkpoint_format: str = "auto",
+        stride_in_1x1: bool | None = None,
     ) -> Detector:
-        """Load an mmdetection 2.x/3.x checkpoint or a bare state dict.
+        """Load an mmdetection 2.x/3.x checkpoint, a bare state dict, or a detectron2 /
+        maskrcnn-benchmark Mask R-CNN checkpoint (``.pth`` or detectron2 ``.pkl``).
 
         The architecture comes from the config embedded in the checkpoint (it is what the
         weights were trained with, so it wins); ``model`` (a zoo name such as
         ``'mask_rcnn_r50_fpn'``) is used only for a file that embeds no config. Class names come
         from the checkpoint, else ``classes``, else CenDetect's ``('bar', 'mosaic')`` for two
         classes.
+
+        ``checkpoint_format`` (``'auto'``, ``'mmdet'``, ``'detectron2'``,
+        ``'maskrcnn_benchmark'``) and ``stride_in_1x1`` (their ``STRIDE_IN_1X1``; None: the
+        model zoo's True) apply to imports, see :mod:`cendetect.importers`; the family read is
+        left in :attr:`checkpoint_format`.
         """
-        ckpt = load_checkpoint(path)
+        from cendetect.importers import ImportedCheckpoint, load_any
+
+        loaded = load_any(path, checkpoint_format, stride_in_1x1)
+        if isinstance(loaded, ImportedCheckpoint):
+            names = tuple(classes) if classes else loaded.classes
+            names = names or tuple(f"class_{i}" for i in range(loaded.num_classes))
+            net = build_model(loaded.model_config, num_classes=len(names))
+            check_state_dict_keys(net, loaded.state_dict, loaded.path)
+            net.load_state_dict(loaded.state_dict, strict=True)
+            det = cls(net, names, loaded.preprocess, device=device, fp16=fp16)
+            det.checkpoint_format = loaded.family
+            return det
+        ckpt = loaded
         model_cfg, pre_cfg, mask_thr = _architecture(ckpt, model, classes)
         names = _class_names(ckpt, classes)
         net = build_model(model_cfg, num_classes=len(names))
@@ -142,7 +168,8 @@ class Detector:
         device: str | torch.device | None = None,
         checkpoint: str | os.PathLike | None = None,
     ) -> Detector:
-        """Load an artifact written by ``cendetect-compile`` (TorchScript ``.ts``, AOTI ``.pt2``).
+        """Load an artifact written by ``cendetect-compile`` (TorchScript ``.ts``, AOTI ``.pt2``,
+        ONNX ``.onnx`` run by onnxruntime, TensorRT ``.ep``).
 
         Class names, pre-processing and mask threshold come from the artifact's manifest; the
         pre- and post-processing are the same code as for :meth:`from_checkpoint`.
@@ -156,7 +183,8 @@ class Detector:
         Raises:
             EngineError: the artifact is unknown, from another torch version, built for CUDA
                 on a machine without it, or its checkpoint changed; the message says how to
-                rebuild it.
+                rebuild it. The engine's optional package missing (onnxruntime,
+                torch_tensorrt): the message names the pip extra.
         """
         runner = load_engine(path, device=device, checkpoint=checkpoint)
         m = runner.manifest
@@ -226,7 +254,8 @@ def _architecture(
         if n is None:
             raise ValueError(f"{ckpt.path}: cannot tell the number of classes; pass classes=[...]")
         model_cfg = zoo_model_config(model, n)
-        pre = PreprocessConfig()
+        # the normalisation the zoo entry's weights were trained with (caffe-style: BGR, unit std)
+        pre = PreprocessConfig(**ZOO_IMG_NORM.get(model, {}))
     mask_thr = float(model_cfg.get("test_cfg", {}).get("rcnn", {}).get("mask_thr_binary", 0.5))
     return model_cfg, pre, mask_thr
 

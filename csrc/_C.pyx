@@ -46,6 +46,20 @@ cdef extern from "roi_align.h" namespace "cendetect" nogil:
         const double* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
         cbool aligned, int64_t finest_scale, double* output) except +
 
+cdef extern from "deform_conv.h" namespace "cendetect" nogil:
+    void c_deform_im2col "cendetect::deform_im2col"(
+        const float* input, const float* offset, int64_t n_images, int64_t channels,
+        int64_t height, int64_t width, int64_t kernel_h, int64_t kernel_w, int64_t pad_h,
+        int64_t pad_w, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
+        int64_t dilation_w, int64_t deform_groups, int64_t out_h, int64_t out_w,
+        int64_t row_begin, int64_t row_end, float* columns) except +
+    void c_deform_im2col "cendetect::deform_im2col"(
+        const double* input, const double* offset, int64_t n_images, int64_t channels,
+        int64_t height, int64_t width, int64_t kernel_h, int64_t kernel_w, int64_t pad_h,
+        int64_t pad_w, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
+        int64_t dilation_w, int64_t deform_groups, int64_t out_h, int64_t out_w,
+        int64_t row_begin, int64_t row_end, double* columns) except +
+
 ctypedef fused real:
     float
     double
@@ -132,3 +146,33 @@ def multi_level_roi_align(list feats, const real[:, ::1] rois, real[:, :, :, ::1
             out.shape[1], &rois[0, 0], k, out.shape[2], sampling_ratio, aligned, finest_scale,
             &out[0, 0, 0, 0])
     return bad
+
+
+def deform_im2col(const real[:, :, :, ::1] input, const real[:, :, :, ::1] offset,
+                  real[:, :, :, ::1] columns, int64_t kernel_h, int64_t kernel_w,
+                  int64_t pad_h, int64_t pad_w, int64_t stride_h, int64_t stride_w,
+                  int64_t dilation_h, int64_t dilation_w, int64_t deform_groups,
+                  int64_t row_begin) -> None:
+    """Fills columns [B, C * kh * kw, rows, Wo] for output rows [row_begin, row_begin + rows).
+
+    input [B, C, H, W]; offset [B, deform_groups * 2 * kh * kw, Ho, Wo] (csrc/deform_conv.h).
+    """
+    cdef int64_t n = input.shape[0]
+    cdef int64_t rows = columns.shape[2]
+    cdef const real* inp = NULL
+    # The kernel trusts these sizes; a mismatch would read or write out of bounds.
+    if (deform_groups <= 0 or input.shape[1] % deform_groups != 0
+            or offset.shape[0] != n or offset.shape[1] != deform_groups * 2 * kernel_h * kernel_w
+            or columns.shape[0] != n or columns.shape[1] != input.shape[1] * kernel_h * kernel_w
+            or columns.shape[3] != offset.shape[3] or row_begin < 0
+            or row_begin + rows > offset.shape[2]):
+        raise ValueError("deform_im2col: inconsistent input, offset and columns shapes")
+    if n == 0 or columns.shape[1] == 0 or rows == 0 or columns.shape[3] == 0:
+        return
+    if input.shape[1] > 0 and input.shape[2] > 0 and input.shape[3] > 0:
+        inp = &input[0, 0, 0, 0]
+    with nogil:
+        c_deform_im2col(inp, &offset[0, 0, 0, 0], n, input.shape[1], input.shape[2],
+                        input.shape[3], kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                        dilation_h, dilation_w, deform_groups, offset.shape[2], offset.shape[3],
+                        row_begin, row_begin + rows, &columns[0, 0, 0, 0])

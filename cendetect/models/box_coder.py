@@ -86,4 +86,4 @@ def decode_deltas(
     y1 = torch.minimum(x1y1[:, 1].clamp(min=0.0), max_h)
     x2 = torch.minimum(x2y2[:, 0].clamp(min=0.0), max_w)
     y2 = torch.minimum(x2y2[:, 1].clamp(min=0.0), max_h)
-    return torch.stack([x1, y1, x2, y2], dim=-1).reshape(n, -1)
+    return torch.stack([x1, y1, x2, y2], dim=-1).reshape(n, 4 * num_classes)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from cendetect.models.cascade import CascadeRoIHead
 from cendetect.models.fpn import FPN
+from cendetect.models.point_rend import PointRendRoIHead
 from cendetect.models.resnet import ResNet
 from cendetect.models.roi_heads import StandardRoIHead
 from cendetect.models.rpn import RPNHead
@@ -33,7 +35,11 @@ class MaskRCNN(nn.Module):
     """
 
     def __init__(
-        self, backbone: ResNet, neck: FPN, rpn_head: RPNHead, roi_head: StandardRoIHead
+        self,
+        backbone: ResNet,
+        neck: FPN,
+        rpn_head: RPNHead,
+        roi_head: StandardRoIHead | CascadeRoIHead | PointRendRoIHead,
     ) -> None:
         super().__init__()
         self.backbone = backbone

@@ -15,6 +15,11 @@ from torch import Tensor, nn
 
 import cendetect.ops  # noqa: F401  (registers torch.ops.cendetect.*)
 from cendetect.models.box_coder import decode_deltas
+from cendetect.models.detectron import (
+    SCALE_CLAMP,
+    detectron_detections,
+    legacy_multi_level_roi_align,
+)
 from cendetect.models.layers import ConvModule, first_k
 
 
@@ -37,6 +42,9 @@ class RoIExtractorConfig:
     sampling_ratio: int = 0
     aligned: bool = True
     finest_scale: int = 56
+    #: maskrcnn-benchmark ``LevelMapper``: +1 box sizes, eps 1e-6 on ``s / 224`` (see
+    #: :func:`cendetect.models.detectron.legacy_roi_levels`)
+    legacy_levels: bool = False
 
 
 class RoIExtractor(nn.Module):
@@ -54,8 +62,21 @@ class RoIExtractor(nn.Module):
         self.sampling_ratio = cfg.sampling_ratio
         self.aligned = cfg.aligned
         self.finest_scale = cfg.finest_scale
+        self.legacy_levels = cfg.legacy_levels
 
     def forward(self, feats: list[Tensor], rois: Tensor) -> Tensor:
+        if self.legacy_levels:
+            return legacy_multi_level_roi_align(
+                feats[: self.num_levels],
+                rois,
+                self.output_size,
+                self.scales,
+                self.sampling_ratio,
+                self.aligned,
+                self.finest_scale,
+                1.0,
+                1e-6,
+            )
         return torch.ops.cendetect.multi_level_roi_align(
             feats[: self.num_levels],
             rois,
@@ -69,7 +90,7 @@ class RoIExtractor(nn.Module):
 
 class Shared2FCBBoxHead(nn.Module):
     """Two shared FC layers, then class scores (``num_classes + 1``, background last) and
-    class-specific deltas (``4 * num_classes``)."""
+    class-specific deltas (``4 * num_classes``; ``4`` with ``reg_class_agnostic``)."""
 
     def __init__(
         self,
@@ -77,13 +98,14 @@ class Shared2FCBBoxHead(nn.Module):
         in_channels: int = 256,
         roi_feat_size: int = 7,
         fc_out_channels: int = 1024,
+        reg_class_agnostic: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         # creation order equals mmdet's (BBoxHead makes fc_cls/fc_reg before the shared fcs),
         # so our state_dict lists keys in the same order as theirs
         self.fc_cls = nn.Linear(fc_out_channels, num_classes + 1)
-        self.fc_reg = nn.Linear(fc_out_channels, 4 * num_classes)
+        self.fc_reg = nn.Linear(fc_out_channels, 4 if reg_class_agnostic else 4 * num_classes)
         self.shared_fcs = nn.ModuleList(
             [
                 nn.Linear(in_channels * roi_feat_size * roi_feat_size, fc_out_channels),
@@ -151,6 +173,12 @@ class StandardRoIHead(nn.Module):
         test_cfg: RCNNTestConfig = RCNNTestConfig(),
     ) -> None:
         super().__init__()
+        # True: detectron2 / maskrcnn-benchmark decoding and final NMS in network-input pixels
+        # (cendetect.models.detectron.detectron_detections), set by apply_conventions there
+        self.detectron_coder = False
+        self.coder_weights = [10.0, 10.0, 5.0, 5.0]
+        self.coder_offset = 0.0
+        self.scale_clamp = SCALE_CLAMP
         self.bbox_roi_extractor = RoIExtractor(bbox_roi)
         self.bbox_head = Shared2FCBBoxHead(
             num_classes, in_channels, bbox_roi.output_size, fc_out_channels
@@ -187,59 +215,138 @@ class StandardRoIHead(nn.Module):
         """
         rois = rois_from_boxes(proposals)
         cls_score, bbox_pred = self.bbox_head(self.bbox_roi_extractor(feats, rois))
-        cls_score = cls_score.float()
-        bbox_pred = bbox_pred.float()
-        det_boxes: list[Tensor] = []
-        det_scores: list[Tensor] = []
-        det_labels: list[Tensor] = []
-        batch_ids: list[Tensor] = []
-        start = 0
-        for i in range(len(proposals)):
-            n = proposals[i].shape[0]
-            boxes, scores, labels = self._detections_single(
-                rois[start : start + n, 1:],
-                cls_score[start : start + n],
-                bbox_pred[start : start + n],
-                image_sizes[i],
-                scale_factors[i],
+        if self.detectron_coder:
+            boxes, scores, labels, batch_ids = detectron_detections(
+                rois,
+                cls_score.float(),
+                bbox_pred.float(),
+                [p.shape[0] for p in proposals],
+                image_sizes,
+                self.num_classes,
+                self.coder_weights,
+                self.coder_offset,
+                self.scale_clamp,
+                self.score_thr,
+                self.iou_threshold,
+                self.max_per_img,
             )
-            start += n
-            det_boxes.append(boxes)
-            det_scores.append(scores)
-            det_labels.append(labels)
-            batch_ids.append(torch.full_like(labels, i))
-        mask_rois = rois_from_boxes(det_boxes)
-        labels = torch.cat(det_labels)
+        else:
+            boxes, scores, labels, batch_ids = detections_per_image(
+                rois,
+                cls_score.float(),
+                bbox_pred.float(),
+                [p.shape[0] for p in proposals],
+                image_sizes,
+                scale_factors,
+                self.means,
+                self.stds,
+                self.num_classes,
+                self.score_thr,
+                self.iou_threshold,
+                self.max_per_img,
+            )
+        mask_rois = torch.cat([batch_ids.to(boxes.dtype).unsqueeze(1), boxes], dim=1)
         mask_logits = self.mask_head(self.mask_roi_extractor(feats, mask_rois))
-        index = torch.arange(labels.shape[0], device=labels.device)
-        mask_probs = mask_logits[index, labels].float().sigmoid()
-        return (
-            mask_rois[:, 1:],
-            torch.cat(det_scores),
-            labels,
-            mask_probs,
-            torch.cat(batch_ids),
-        )
+        return boxes, scores, labels, label_mask_probs(mask_logits, labels), batch_ids
 
-    def _detections_single(
-        self,
-        rois: Tensor,
-        cls_score: Tensor,
-        bbox_pred: Tensor,
-        image_size: Tensor,
-        scale_factor: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """mmdet ``BBoxHead.get_bboxes(rescale=True)`` + ``multiclass_nms``, then boxes back in
-        network-input pixels (``det_bboxes * scale_factor``, as mmdet builds its mask RoIs)."""
-        scores = torch.softmax(cls_score, dim=-1)[:, : self.num_classes]
-        boxes = decode_deltas(rois, bbox_pred, self.means, self.stds, image_size[0], image_size[1])
-        sf = scale_factor.to(boxes.dtype)
-        boxes = (boxes.view(boxes.shape[0], -1, 4) / sf).reshape(-1, 4)
-        labels = torch.arange(self.num_classes, device=scores.device)
-        labels = labels.view(1, -1).expand(scores.shape[0], self.num_classes).reshape(-1)
-        scores = scores.reshape(-1)
-        valid = (scores > self.score_thr).nonzero().squeeze(1)
-        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = torch.ops.cendetect.batched_nms(boxes, scores, labels, self.iou_threshold)
-        keep = first_k(keep, self.max_per_img)
-        return boxes[keep] * sf, scores[keep], labels[keep]
+
+def label_mask_probs(mask_logits: Tensor, labels: Tensor) -> Tensor:
+    """``[N, M, M]`` float32 sigmoid of each RoI's own class channel of ``[N, C, M, M]`` logits."""
+    index = torch.arange(labels.shape[0], device=labels.device)
+    return mask_logits[index, labels].float().sigmoid()
+
+
+def detections_per_image(
+    rois: Tensor,
+    cls_score: Tensor,
+    bbox_pred: Tensor,
+    num_per_image: list[int],
+    image_sizes: Tensor,
+    scale_factors: Tensor,
+    means: list[float],
+    stds: list[float],
+    num_classes: int,
+    score_thr: float,
+    iou_threshold: float,
+    max_per_img: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`detections_single` for each image of a batch, concatenated.
+
+    Args:
+        rois: ``[K, 5]`` (``batch_index, x1, y1, x2, y2``), network-input pixels, image 0 first.
+        cls_score: ``[K, num_classes + 1]`` float32 logits (background last).
+        bbox_pred: ``[K, 4 * num_classes]`` or class-agnostic ``[K, 4]`` float32 deltas.
+        num_per_image: how many of the K rows belong to each image.
+        image_sizes, scale_factors: ``[B, 2]`` (h, w) and ``[B, 4]`` as in the model's forward.
+
+    Returns:
+        ``boxes [N, 4]`` (network-input pixels), ``scores [N]``, ``labels [N]`` int64,
+        ``batch_ids [N]`` int64; each image's detections score-descending.
+    """
+    det_boxes: list[Tensor] = []
+    det_scores: list[Tensor] = []
+    det_labels: list[Tensor] = []
+    batch_ids: list[Tensor] = []
+    start = 0
+    for i, n in enumerate(num_per_image):
+        boxes, scores, labels = detections_single(
+            rois[start : start + n, 1:],
+            cls_score[start : start + n],
+            bbox_pred[start : start + n],
+            image_sizes[i],
+            scale_factors[i],
+            means,
+            stds,
+            num_classes,
+            score_thr,
+            iou_threshold,
+            max_per_img,
+        )
+        start += n
+        det_boxes.append(boxes)
+        det_scores.append(scores)
+        det_labels.append(labels)
+        batch_ids.append(torch.full_like(labels, i))
+    return (
+        torch.cat(det_boxes),
+        torch.cat(det_scores),
+        torch.cat(det_labels),
+        torch.cat(batch_ids),
+    )
+
+
+def detections_single(
+    rois: Tensor,
+    cls_score: Tensor,
+    bbox_pred: Tensor,
+    image_size: Tensor,
+    scale_factor: Tensor,
+    means: list[float],
+    stds: list[float],
+    num_classes: int,
+    score_thr: float,
+    iou_threshold: float,
+    max_per_img: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """mmdet ``BBoxHead.get_bboxes(rescale=True)`` + ``multiclass_nms`` for one image, then boxes
+    back in network-input pixels (``det_bboxes * scale_factor``, as mmdet builds its mask RoIs).
+
+    ``rois [K, 4]``, ``cls_score [K, num_classes + 1]`` logits, ``bbox_pred [K, 4 * num_classes]``
+    (or ``[K, 4]`` class-agnostic: one box serves every class, as ``multiclass_nms`` expands it).
+    Returns ``boxes [N, 4]``, ``scores [N]``, ``labels [N]`` int64, score-descending.
+    """
+    scores = torch.softmax(cls_score, dim=-1)[:, :num_classes]
+    boxes = decode_deltas(rois, bbox_pred, means, stds, image_size[0], image_size[1])
+    sf = scale_factor.to(boxes.dtype)
+    boxes = boxes.view(boxes.shape[0], boxes.shape[1] // 4, 4) / sf
+    if boxes.shape[1] == 1:
+        boxes = boxes.expand(boxes.shape[0], num_classes, 4)
+    boxes = boxes.reshape(-1, 4)
+    labels = torch.arange(num_classes, device=scores.device)
+    labels = labels.view(1, -1).expand(scores.shape[0], num_classes).reshape(-1)
+    scores = scores.reshape(-1)
+    valid = (scores > score_thr).nonzero().squeeze(1)
+    boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+    keep = torch.ops.cendetect.batched_nms(boxes, scores, labels, iou_threshold)
+    keep = first_k(keep, max_per_img)
+    return boxes[keep] * sf, scores[keep], labels[keep]

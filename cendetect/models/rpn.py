@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 import cendetect.ops  # noqa: F401  (registers torch.ops.cendetect.*)
 from cendetect.models.box_coder import base_anchors, decode_deltas, grid_anchors
+from cendetect.models.detectron import SCALE_CLAMP, decode_detectron, nms_boxes
 from cendetect.models.layers import first_k
 
 
@@ -61,6 +62,13 @@ class RPNHead(nn.Module):
         self.max_per_img = test_cfg.max_per_img
         self.iou_threshold = test_cfg.iou_threshold
         self.min_bbox_size = test_cfg.min_bbox_size
+        # detectron2 / maskrcnn-benchmark conventions, set by
+        # cendetect.models.detectron.apply_conventions (these values mean mmdet's)
+        self.nms_offset = 0.0
+        self.detectron_coder = False
+        self.coder_weights = [1.0, 1.0, 1.0, 1.0]
+        self.coder_offset = 0.0
+        self.scale_clamp = SCALE_CLAMP
         bases = [base_anchors(s, list(ratios), list(scales)) for s in strides]
         # buffers, not parameters: not in mmdet's state dict, so persistent=False
         self.register_buffer("base_anchors", torch.stack(bases), persistent=False)
@@ -99,6 +107,29 @@ class RPNHead(nn.Module):
             )
         return results
 
+    @torch.jit.unused
+    def proposals_from_levels(
+        self, cls_scores: list[Tensor], bbox_preds: list[Tensor], image_sizes: Tensor
+    ) -> list[Tensor]:
+        """Training entry point: :meth:`forward`'s proposal selection on outputs of
+        :meth:`forward_levels` (detach them first), so the RPN runs once per training step.
+        Returns per image ``[K_i, 5]`` as :meth:`forward`."""
+        anchors = self.level_anchors(cls_scores)
+        return [
+            self._proposals_single(cls_scores, bbox_preds, anchors, image_sizes[i], i)
+            for i in range(cls_scores[0].shape[0])
+        ]
+
+    @torch.jit.unused
+    def level_anchors(self, cls_scores: list[Tensor]) -> list[Tensor]:
+        """Training entry point: anchors ``[H_l * W_l * A, 4]`` of each level, in the order of
+        the outputs permuted to ``(H, W, A)`` (as :meth:`forward` builds them)."""
+        anchors: list[Tensor] = []
+        for lvl, scores in enumerate(cls_scores):
+            h, w = scores.shape[-2], scores.shape[-1]
+            anchors.append(grid_anchors(self.base_anchors[lvl], h, w, self.strides[lvl]))
+        return anchors
+
     def _proposals_single(
         self,
         cls_scores: list[Tensor],
@@ -121,20 +152,38 @@ class RPNHead(nn.Module):
             anchors_all.append(anchors[lvl][order])
             level_ids.append(torch.full_like(order, lvl))
         scores = torch.cat(scores_all)
-        boxes = decode_deltas(
-            torch.cat(anchors_all),
-            torch.cat(deltas_all),
-            self.means,
-            self.stds,
-            image_size[0],
-            image_size[1],
-        )
+        if self.detectron_coder:
+            boxes = decode_detectron(
+                torch.cat(anchors_all),
+                torch.cat(deltas_all),
+                self.coder_weights,
+                self.coder_offset,
+                self.scale_clamp,
+                image_size[0],
+                image_size[1],
+            )
+        else:
+            boxes = decode_deltas(
+                torch.cat(anchors_all),
+                torch.cat(deltas_all),
+                self.means,
+                self.stds,
+                image_size[0],
+                image_size[1],
+            )
         ids = torch.cat(level_ids)
         if self.min_bbox_size >= 0:
             wh = boxes[:, 2:] - boxes[:, :2]
             valid = (wh[:, 0] > self.min_bbox_size) & (wh[:, 1] > self.min_bbox_size)
             keep_valid = valid.nonzero().squeeze(1)
             boxes, scores, ids = boxes[keep_valid], scores[keep_valid], ids[keep_valid]
-        keep = torch.ops.cendetect.batched_nms(boxes, scores, ids, self.iou_threshold)
+        # mmcv's nms visits boxes in torch.sort(descending=True) order, which does not keep
+        # exact ties in index order; saturated objectness (sigmoid == 1.0 in float32) makes such
+        # ties common. Presorting the same way makes our stable NMS visit them as mmcv does.
+        presort = scores.sort(descending=True)[1]
+        boxes, scores, ids = boxes[presort], scores[presort], ids[presort]
+        keep = torch.ops.cendetect.batched_nms(
+            nms_boxes(boxes, self.nms_offset), scores, ids, self.iou_threshold
+        )
         keep = first_k(keep, self.max_per_img)
         return torch.cat([boxes[keep], scores[keep].unsqueeze(1)], dim=1)

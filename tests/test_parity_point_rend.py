@@ -1,0 +1,156 @@
+"""PointRend R50-FPN: eager inference reproduces the real mmdetection 2.28.2 outputs, and the
+TorchScript / AOTInductor paths reproduce eager.
+
+The checkpoint is the ``point_rend_r50_fpn`` parity fixture rebuilt by the seeded-weight rule
+(``tests/data/mmdet/README.md``) and saved in mmdetection 2.x layout, so the whole normal path
+runs: checkpoint loading, the embedded config (caffe-style ResNet, BGR caffe normalisation),
+the builder, pre-processing, the model, and pasting the 224 x 224 masks at full resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from cendetect import Detector
+from cendetect.config import parse_config_text, preprocess_config_from
+from cendetect.engine import preprocess, to_detections
+from tests.conftest import DATA
+from tests.matching import match_to_reference
+from tests.weights import save_mmdet2_checkpoint
+
+ARCH = DATA / "mmdet" / "point_rend_r50_fpn"
+IMAGES = DATA / "mmdet" / "images"
+SMALL = (320, 224)  # reduced img_scale for the TorchScript / AOTI comparisons (2 slow cores)
+
+
+@pytest.fixture(scope="module")
+def point_rend_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mmdetection 2.x checkpoint of the ``point_rend_r50_fpn`` parity fixture."""
+    out = tmp_path_factory.mktemp("point_rend") / "point_rend_r50_fpn.pth"
+    return save_mmdet2_checkpoint(ARCH, out)
+
+
+@pytest.fixture(scope="module")
+def eager(point_rend_ckpt: Path) -> Detector:
+    return Detector.from_checkpoint(point_rend_ckpt, device="cpu")
+
+
+def _assert_raw_close(a: tuple, b: tuple) -> None:
+    boxes_a, scores_a, labels_a, masks_a, ids_a = a
+    boxes_b, scores_b, labels_b, masks_b, ids_b = b
+    assert torch.equal(labels_a, labels_b)
+    assert torch.equal(ids_a, ids_b)
+    torch.testing.assert_close(boxes_a, boxes_b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores_a, scores_b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(masks_a, masks_b, atol=1e-4, rtol=1e-4)
+
+
+def test_state_dict_names_and_shapes_equal_mmdetection() -> None:
+    from cendetect.models import build_model
+
+    keys = json.loads((ARCH / "keys.json").read_text())
+    cfg = parse_config_text((ARCH / "config.py").read_text())
+    model = build_model(cfg["model"])
+    ours = [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()]
+    assert ours == keys
+
+
+def test_zoo_entry_is_the_fixture_architecture() -> None:
+    from cendetect.models import build_model
+    from cendetect.zoo import ZOO_IMG_NORM, zoo_model_config
+
+    keys = json.loads((ARCH / "keys.json").read_text())
+    model = build_model(zoo_model_config("point_rend_r50_fpn", 2))
+    assert [[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()] == keys
+    head = model.roi_head
+    assert (head.subdivision_steps, head.num_points, head.scale_factor) == (5, 784, 2)
+    # caffe style: a bottleneck's stride sits on its first 1x1 convolution
+    assert model.backbone.layer2[0].conv1.stride == (2, 2)
+    pre = preprocess_config_from(parse_config_text((ARCH / "config.py").read_text()))
+    norm = ZOO_IMG_NORM["point_rend_r50_fpn"]
+    assert (pre.mean, pre.std, pre.to_rgb) == (norm["mean"], norm["std"], norm["to_rgb"])
+
+
+@pytest.mark.slow
+def test_matches_mmdetection(eager: Detector) -> None:
+    expected = json.loads((ARCH / "expected.json").read_text())
+    assert eager.class_names == tuple(expected["classes"])
+    pre = eager.preprocess_cfg
+    assert (pre.mean, pre.std, pre.to_rgb) == ((103.53, 116.28, 123.675), (1.0, 1.0, 1.0), False)
+    assert len(expected["images"]) == 4
+    problems = []
+    for name, reference in expected["images"].items():
+        res = eager(IMAGES / name)
+        assert res.masks.shape[1:] == cv2.imread(str(IMAGES / name)).shape[:2]
+        rep = match_to_reference(res.boxes, res.scores, res.labels, res.masks, reference)
+        problems += [f"{name}: {p}" for p in rep.problems]
+        assert rep.matched >= len(reference) - 2, f"{name}: only {rep.matched} matched"
+    assert not problems, "\n".join(problems[:20])
+
+
+def _small_batch(det: Detector, name: str = "china_640x427.jpg"):
+    cfg = dataclasses.replace(det.preprocess_cfg, img_scale=SMALL)
+    return preprocess([cv2.imread(str(IMAGES / name))], cfg)
+
+
+@pytest.mark.slow
+def test_torchscript_matches_eager(eager: Detector) -> None:
+    batch = _small_batch(eager)
+    args = (batch.images, batch.image_sizes, batch.scale_factors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.13 warns that TorchScript is deprecated
+        scripted = torch.jit.script(eager.model)
+    with torch.inference_mode():
+        ref = eager.model(*args)
+        out = scripted(*args)
+    assert ref[0].shape[0] > 0 and ref[3].shape[1:] == (224, 224)
+    _assert_raw_close(ref, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["torchscript", "aoti"])
+def test_compiled_artifact_matches_eager(
+    eager: Detector, point_rend_ckpt: Path, tmp_path: Path, engine: str
+) -> None:
+    from cendetect.compile.build import compile_engine
+    from cendetect.engine.runners import load_engine
+    from tests.compile.matching import match_detections
+
+    if engine == "torchscript":
+        out = tmp_path / "pr.ts"
+        compile_engine(point_rend_ckpt, out)
+    else:
+        out = tmp_path / "pr.pt2"
+        compile_engine(
+            point_rend_ckpt,
+            out,
+            engine="aoti",
+            min_size=(64, 64),
+            opt_size=(224, 320),
+            max_size=(320, 320),
+        )
+    runner = load_engine(out)
+    batch = _small_batch(eager)
+    with torch.inference_mode():
+        ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
+        out_raw = runner(batch)
+    assert ref_raw[0].shape[0] > 0, "the test needs detections"
+    if engine == "torchscript":
+        _assert_raw_close(ref_raw, out_raw)
+        return
+    # Inductor fuses and reorders float operations: match by IoU (tests/compile tier)
+    names = eager.class_names
+    (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
+    (got,) = to_detections(out_raw, batch, names, eager.mask_threshold)
+    rep = match_detections(ref, got, box_iou_thr=0.99)
+    assert len(got) == len(ref)
+    assert rep.matched == rep.total, f"{rep.matched}/{rep.total} matched"
+    assert rep.max_score_diff <= 1e-3
+    assert rep.mean_mask_iou >= 0.98, f"mean mask IoU {rep.mean_mask_iou:.4f}"
