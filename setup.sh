@@ -35,7 +35,8 @@ fi
 # Build tools live in the venv so that editable rebuilds need no network (no build isolation).
 $PIP install --quiet "scikit-build-core>=1.0" "cython>=3.0" "cmake>=3.18" ninja
 echo "[setup] building and installing cendetect (editable)"
-$PIP install --quiet --no-build-isolation -e ".[test]"
+# the onnx extra too, so that the test suite exercises the ONNX engine (onnxruntime)
+$PIP install --quiet --no-build-isolation -e ".[test,onnx]"
 
 "$VENV/bin/python" - <<'PY'
 import torch, cendetect, cendetect._C, cendetect.engine, cendetect.compile  # noqa: F401

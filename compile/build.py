@@ -12,7 +12,7 @@ import torch
 import cendetect
 from cendetect.config import PreprocessConfig
 from cendetect.engine.runners import ENGINE_KINDS, PRECISIONS, EngineError, InputSpec, Manifest
-from cendetect.engine.runners.manifest import file_sha256
+from cendetect.engine.runners.manifest import file_sha256, require_engine_package
 
 __all__ = ["compile_engine", "default_input_spec", "input_spec", "parse_size"]
 
@@ -113,7 +113,9 @@ def compile_engine(
     Args:
         checkpoint: mmdetection 2.x/3.x checkpoint or bare state dict.
         output: the artifact file to write.
-        engine: ``'torchscript'`` (any input size) or ``'aoti'`` (``.pt2``, ``spec`` sizes).
+        engine: ``'torchscript'`` (any input size), or an export engine built for the
+            ``spec`` sizes: ``'aoti'`` (``.pt2``), ``'onnx'`` (``.onnx``, fp32),
+            ``'trt'`` (``.ep``, CUDA, needs torch_tensorrt).
         precision: ``'fp32'``; ``'fp16'`` needs ``device='cuda'``; ``'bf16'`` is for the CPU.
         device: ``'cpu'`` or ``'cuda'``: where the artifact will run.
         model: zoo name; needed for a bare state dict, and becomes the manifest's model name.
@@ -122,12 +124,14 @@ def compile_engine(
             (default :func:`default_input_spec`); ``input_size``: one static size instead.
 
     Raises:
-        EngineError: unknown engine or precision, fp16 on the CPU, CUDA asked for without CUDA.
+        EngineError: unknown engine or precision, fp16 on the CPU, CUDA asked for without CUDA,
+            the engine's optional package missing (names the pip extra).
     """
     from cendetect.detector import Detector
 
     if engine not in ENGINE_KINDS:
         raise EngineError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_KINDS)}")
+    require_engine_package(engine)  # onnx / trt: names the pip extra when missing
     if precision not in PRECISIONS:
         raise EngineError(
             f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
@@ -141,11 +145,18 @@ def compile_engine(
         )
     if precision == "fp16" and device != "cuda":
         raise EngineError("--fp16 is for CUDA engines (CPU half convolutions are slow); use --bf16")
+    if engine == "trt" and device != "cuda":
+        raise EngineError("--engine trt builds TensorRT engines for NVIDIA GPUs: add --device cuda")
+    if engine == "onnx" and precision != "fp32":
+        raise EngineError(
+            f"--engine onnx builds float32 models only (got {precision}); drop --fp16/--bf16, "
+            "or use --engine torchscript/aoti for low precision"
+        )
     sizes = (min_size, opt_size, max_size, input_size)
     if engine == "torchscript" and any(sizes):
         raise EngineError(
-            "--min/--opt/--max/--input-size apply to export engines (aoti); a TorchScript "
-            "engine takes any input size"
+            "--min/--opt/--max/--input-size apply to export engines (aoti, onnx, trt); a "
+            "TorchScript engine takes any input size"
         )
     det = Detector.from_checkpoint(checkpoint, device=device, model=model, classes=classes)
     net = _ready(det.model, precision)
@@ -172,12 +183,27 @@ def compile_engine(
         from cendetect.compile.torchscript import save_torchscript
 
         save_torchscript(net, manifest, output)
-    else:  # "aoti"
-        from cendetect.compile.aoti import save_aoti
+    else:  # export engines: "aoti", "onnx", "trt"
         from cendetect.compile.export import export_program
 
         program = export_program(net, manifest.input, max(pre.size_divisor, 1), device)
-        save_aoti(program, manifest, output)
+        if engine == "onnx":
+            from cendetect.compile.onnx import save_onnx
+
+            save_onnx(program, manifest, output)
+        elif engine == "trt":
+            from cendetect.compile.trt import save_trt
+
+            manifest = save_trt(program, manifest, output)  # min fitted to the program
+        else:
+            from cendetect.compile.aoti import save_aoti
+            from cendetect.compile.trt import fit_spec
+
+            # the exporter can narrow the range asked for (a 64-pixel side makes the stride-64
+            # FPN level 1 pixel, which it specialises away): record what the program takes,
+            # so the runner pads smaller images up to it instead of failing a shape guard
+            manifest = dataclasses.replace(manifest, input=fit_spec(manifest.input, program))
+            save_aoti(program, manifest, output)
     return manifest
 
 

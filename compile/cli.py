@@ -5,6 +5,8 @@ Examples::
 
     cendetect-compile --checkpoint mask_rcnn_r50_fpn.pth -o r50.ts
     cendetect-compile --checkpoint r50.pth --engine aoti --max-size 1344x1344 -o r50.pt2
+    cendetect-compile --checkpoint r50.pth --engine onnx -o r50.onnx  # needs cendetect[onnx]
+    cendetect-compile --checkpoint r50.pth --engine trt --device cuda --fp16 -o r50.ep  # [trt]
     cendetect-compile --checkpoint r50.pth --engine torchscript --device cuda --fp16 -o r50_fp16.ts
 """
 
@@ -42,8 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        help="zoo model name (mask_rcnn_r50_fpn, mask_rcnn_r101_fpn): the architecture of a "
-        "bare state dict, and the model name in the manifest",
+        help="model name (see 'cendetect models'). Alone, it compiles the bundled default model "
+        "(mobilenet_v2_fpn) or {model_directory}/{model}.pth as CenDetect's det.py finds it; with "
+        "--checkpoint, the architecture of a bare state dict. Also the manifest's model name",
+    )
+    p.add_argument(
+        "--model_directory",
+        type=Path,
+        default=Path("models"),
+        help="folder holding {model}.pth for --model without --checkpoint (default %(default)s)",
     )
     p.add_argument("--engine", default="torchscript", help=f"one of {', '.join(ENGINE_KINDS)}")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where it will run")
@@ -69,20 +78,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.checkpoint is None:
-        if args.model:
+        if not args.model:
+            parser.error("give --model NAME or --checkpoint PATH")
+        from cendetect.zoo import DEFAULT_MODEL, MODEL_ZOO, default_checkpoint
+
+        if args.model not in MODEL_ZOO:
+            parser.error(f"--model {args.model}: unknown; known: {', '.join(sorted(MODEL_ZOO))}")
+        bundled = default_checkpoint() if args.model == DEFAULT_MODEL else None
+        args.checkpoint = bundled or args.model_directory / f"{args.model}.pth"
+        if not args.checkpoint.is_file():
             parser.error(
-                f"--model {args.model}: no trained weights ship with cendetect yet; pass the "
-                "checkpoint to compile with --checkpoint PATH (add --model for a bare state dict)"
+                f"--model {args.model}: no weights at {args.checkpoint} (--model_directory "
+                f"{args.model_directory}); pass the checkpoint with --checkpoint PATH"
             )
-        parser.error("--checkpoint PATH is required")
     if args.engine not in ENGINE_KINDS:
         parser.error(
             f"--engine {args.engine}: unknown engine; choose one of {', '.join(ENGINE_KINDS)}"
         )
     precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
-    output = args.output or args.checkpoint.with_name(
-        f"{args.checkpoint.stem}.{args.engine}.{args.device}.{precision}{ENGINE_KINDS[args.engine]}"
-    )
+    from cendetect.zoo import default_checkpoint
+
+    name = f"{args.checkpoint.stem}.{args.engine}.{args.device}.{precision}"
+    name += ENGINE_KINDS[args.engine]
+    # next to the checkpoint, except for the bundled one: never write into the installed package
+    bundled = args.checkpoint == default_checkpoint()
+    output = args.output or (Path(name) if bundled else args.checkpoint.with_name(name))
     from cendetect.compile.build import compile_engine
 
     start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,12 +50,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--checkpoint",
         type=Path,
-        help="an mmdetection 2.x/3.x checkpoint to use instead of the --model name",
+        help="an mmdetection 2.x/3.x, detectron2 (.pth/.pkl) or maskrcnn-benchmark Mask R-CNN "
+        "checkpoint to use instead of the --model name",
+    )
+    g.add_argument(
+        "--checkpoint-format",
+        choices=("auto", "mmdet", "detectron2", "maskrcnn_benchmark"),
+        default="auto",
+        help="layout of --checkpoint (default %(default)s: recognised from its key names)",
     )
     g.add_argument(
         "--engine",
-        type=Path,
-        help="an engine artifact made by cendetect-compile (.ts, .pt2); replaces the checkpoint",
+        help="eager (default), an engine kind (torchscript, aoti, onnx, trt: the checkpoint is "
+        "compiled once into the engine cache, $XDG_CACHE_HOME/cendetect/engines, and reused), "
+        "or the path of an artifact made by cendetect-compile (.ts, .pt2, .onnx, .ep)",
     )
     g.add_argument(
         "--device",
@@ -62,6 +71,30 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="where the model runs (default: cuda when available, else cpu)",
     )
     g.add_argument("--fp16", action="store_true", help="float16 inference (CUDA only)")
+
+
+def _engine_kind(value: str | Path | None) -> str | None:
+    """``--engine``: ``'eager'`` (also when absent), an engine kind, or None for an artifact path.
+
+    Raises:
+        CliError: neither a known kind nor an existing file; lists the kinds.
+    """
+    from cendetect.engine.runners import ENGINE_KINDS
+
+    if value is None or str(value) == "eager":
+        return "eager"
+    if str(value) in ENGINE_KINDS:
+        return str(value)
+    path = Path(value)
+    if path.is_file():
+        return None
+    kinds = ", ".join(("eager", *ENGINE_KINDS))
+    if path.suffix or os.sep in str(value):
+        raise CliError(f"--engine {value}: no such file (an engine kind is one of: {kinds})")
+    raise CliError(
+        f"--engine {value}: unknown engine kind; choose one of: {kinds}, or give the path of an "
+        "artifact made by cendetect-compile"
+    )
 
 
 def load_detector(args: argparse.Namespace) -> Detector:
@@ -83,19 +116,11 @@ def load_detector(args: argparse.Namespace) -> Detector:
         say("--fp16 needs a CUDA device; running in float32 on the CPU")
         fp16 = False
     try:
-        if args.engine is not None:
-            if not args.engine.is_file():
-                from cendetect.engine.runners import ENGINE_KINDS
-
-                hint = ""
-                if str(args.engine) in ENGINE_KINDS:
-                    hint = (
-                        f"; --engine takes an artifact file, made with e.g. 'cendetect-compile "
-                        f"--checkpoint CKPT --engine {args.engine} -o model"
-                        f"{ENGINE_KINDS[str(args.engine)]}'"
-                    )
-                raise CliError(f"--engine {args.engine}: no such file{hint}")
-            return Detector.from_engine(args.engine, device=device, checkpoint=args.checkpoint)
+        kind = _engine_kind(args.engine)
+        if kind is None:  # a path
+            return Detector.from_engine(
+                Path(args.engine), device=device, checkpoint=args.checkpoint
+            )
         ckpt = args.checkpoint
         if ckpt is None:
             ckpt = args.model_directory / f"{args.model}.pth"
@@ -108,9 +133,24 @@ def load_detector(args: argparse.Namespace) -> Detector:
                 )
         elif not ckpt.is_file():
             raise CliError(f"--checkpoint {ckpt}: no such file")
+        if kind != "eager":
+            from cendetect.compile.cache import cached_engine
+
+            precision = "fp16" if fp16 else "fp32"
+            path = cached_engine(ckpt, kind, precision=precision, device=device, log=say)
+            return Detector.from_engine(path, device=device, checkpoint=ckpt)
         # the config embedded in the checkpoint wins; --model only names the architecture of
         # a bare state dict
-        return Detector.from_checkpoint(ckpt, device=device, fp16=fp16, model=args.model)
+        det = Detector.from_checkpoint(
+            ckpt,
+            device=device,
+            fp16=fp16,
+            model=args.model,
+            checkpoint_format=getattr(args, "checkpoint_format", "auto"),
+        )
+        if det.checkpoint_format != "mmdet":
+            say(f"{ckpt}: imported a {det.checkpoint_format} checkpoint (see docs/checkpoints.md)")
+        return det
     except CliError:
         raise
     except (ValueError, OSError, RuntimeError, KeyError) as exc:

@@ -1,7 +1,8 @@
 """The manifest every engine artifact carries, and the checks made before an artifact is loaded.
 
 An artifact is one file: a zip archive (TorchScript's ``torch.jit.save`` format, AOTInductor's
-``.pt2`` package) holding ``cendetect_manifest.json`` in its ``extra/`` folder. The manifest is
+``.pt2`` package, a TensorRT ``.ep`` exported program) holding ``cendetect_manifest.json`` in its
+``extra/`` folder, or an ONNX model holding it in ``metadata_props``. The manifest is
 read with :mod:`zipfile`, without deserialising the program, so that an artifact built by another
 torch version is refused with a readable message before torch tries to run it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import zipfile
@@ -22,6 +24,7 @@ import torch
 from cendetect.config import PreprocessConfig
 
 __all__ = [
+    "ENGINE_EXTRAS",
     "ENGINE_KINDS",
     "MANIFEST_NAME",
     "PRECISIONS",
@@ -31,12 +34,18 @@ __all__ = [
     "check_compatible",
     "file_sha256",
     "read_manifest",
+    "require_engine_package",
 ]
 
 #: the file name of the manifest inside an artifact's ``extra/`` folder
 MANIFEST_NAME = "cendetect_manifest.json"
 #: engine kind -> file suffix of its artifact
-ENGINE_KINDS: dict[str, str] = {"torchscript": ".ts", "aoti": ".pt2"}
+ENGINE_KINDS: dict[str, str] = {"torchscript": ".ts", "aoti": ".pt2", "onnx": ".onnx", "trt": ".ep"}
+#: engine kind -> (module it needs at build and run time, pip extra that installs it)
+ENGINE_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
+    "onnx": (("onnxruntime", "onnx", "onnxscript"), "onnx"),
+    "trt": (("torch_tensorrt",), "trt"),
+}
 PRECISIONS = ("fp32", "fp16", "bf16")
 FORMAT_VERSION = 1
 
@@ -99,7 +108,7 @@ class Manifest:
     """What an artifact is and how it was made (stored as JSON inside the artifact).
 
     Attributes:
-        engine: ``'torchscript'`` or ``'aoti'``.
+        engine: a key of ``ENGINE_KINDS`` (``'torchscript'``, ``'aoti'``, ``'onnx'``, ``'trt'``).
         model: the model name (zoo name, else the checkpoint's file stem).
         classes: class names in label order.
         input: network-input sizes the program accepts.
@@ -178,6 +187,29 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def require_engine_package(kind: str, modules: tuple[str, ...] | None = None) -> None:
+    """Refuse an engine whose optional package is not installed, naming the pip extra.
+
+    Args:
+        kind: engine kind (``'onnx'``, ``'trt'``; kinds without an extra always pass).
+        modules: the modules to check (default: all of the kind's, ``ENGINE_EXTRAS``).
+
+    Raises:
+        EngineError: ``pip install 'cendetect[EXTRA]'`` in the message.
+    """
+    if kind not in ENGINE_EXTRAS:
+        return
+    needed, extra = ENGINE_EXTRAS[kind]
+    for module in modules or needed:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise EngineError(
+                f"--engine {kind} needs the Python package {module!r}, which cannot be imported "
+                f"here ({exc}); install it with: pip install 'cendetect[{extra}]'"
+            ) from None
+
+
 def read_manifest(path: str | os.PathLike) -> Manifest:
     """Read the manifest of an artifact without loading its program.
 
@@ -188,6 +220,11 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     if not p.is_file():
         raise EngineError(f"engine {p}: no such file", path=p)
     if not zipfile.is_zipfile(p):
+        from cendetect.engine.runners.onnx import read_onnx_metadata
+
+        text = read_onnx_metadata(p, MANIFEST_NAME)  # an ONNX model keeps it in metadata_props
+        if text is not None:
+            return Manifest.from_json(text, source=str(p))
         raise EngineError(
             f"engine {p}: not a cendetect engine artifact (not a zip archive); build one with "
             "`cendetect-compile --checkpoint MODEL.pth --engine torchscript -o ENGINE.ts`",

@@ -102,14 +102,16 @@ def load_engine(
     """Load a ``cendetect-compile`` artifact after checking it may run here.
 
     Args:
-        path: the artifact (``.ts`` TorchScript, ``.pt2`` AOTInductor).
+        path: the artifact (``.ts`` TorchScript, ``.pt2`` AOTInductor, ``.onnx`` ONNX run by
+            onnxruntime, ``.ep`` Torch-TensorRT).
         device: where to run; default the device it was built for.
         checkpoint: verify the artifact against this checkpoint file (default: the checkpoint
             path recorded at build time, when that file still exists).
 
     Raises:
         EngineError: unknown engine, other torch version, CUDA engine without CUDA, checkpoint
-            changed since the build: each with the command that rebuilds it.
+            changed since the build: each with the command that rebuilds it; the engine's
+            optional package (onnxruntime, torch_tensorrt) missing, naming the pip extra.
     """
     manifest = read_manifest(path)
     dev = torch.device(device if device is not None else manifest.device)
@@ -118,6 +120,14 @@ def load_engine(
         from cendetect.engine.runners.torchscript import load_torchscript
 
         program: Callable[..., object] = load_torchscript(path, dev)
+    elif manifest.engine == "onnx":
+        from cendetect.engine.runners.onnx import load_onnx
+
+        program = load_onnx(path, dev)
+    elif manifest.engine == "trt":
+        from cendetect.engine.runners.trt import load_trt
+
+        program = load_trt(path, dev)
     else:  # "aoti": check_compatible refused every other kind
         from cendetect.engine.runners.aoti import load_aoti
 

@@ -88,8 +88,11 @@ def test_cli_errors(mmdet2_r50_ckpt: Path, tmp_path: Path, capsys: pytest.Captur
         compile_main(["--checkpoint", str(mmdet2_r50_ckpt), "--engine", "tensorflow"])
     assert "unknown engine" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        compile_main(["--model", "mask_rcnn_r50_fpn"])
-    assert "no trained weights ship" in capsys.readouterr().err
+        compile_main(["--model", "mask_rcnn_r50_fpn", "--model_directory", str(tmp_path)])
+    assert f"no weights at {tmp_path / 'mask_rcnn_r50_fpn.pth'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compile_main(["--model", "yolo"])
+    assert "--model yolo: unknown" in capsys.readouterr().err
     rc = compile_main(["--checkpoint", str(tmp_path / "missing.pth"), "-o", str(tmp_path / "a.ts")])
     assert rc == 2
     assert "no such file" in capsys.readouterr().err
