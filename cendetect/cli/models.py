@@ -1,0 +1,138 @@
+"""``cendetect models``: every model name, what it is, and where and how it runs.
+
+The table follows CenDetect's README table (model, CPU, GPU, FP16) with our engines added. What
+it says about engines and precisions is what this repository's tests exercise; the notes under
+the table say what has never been run here (CUDA, TensorRT).
+
+Example::
+
+    cendetect models            # the table
+    cendetect models --json     # the same, machine-readable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+
+__all__ = ["MODELS", "ModelInfo", "add_parser", "models_table"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One row of ``cendetect models``.
+
+    ``engines`` lists the engines whose output this repository's tests compare with eager for
+    this architecture; ``untested`` the engines the compile step accepts but that were not
+    checked for it.
+    """
+
+    name: str
+    architecture: str
+    parity: str
+    engines: tuple[str, ...]
+    untested: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    weights: str = "your checkpoint (--checkpoint or {model_directory}/{name}.pth)"
+
+
+_ALL = ("eager", "torchscript", "aoti", "onnx", "trt")
+
+MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo(
+        "mobilenet_v2_fpn",
+        "Mask R-CNN, MobileNetV2-FPN (128 ch), cendetect's default model",
+        "-",
+        ("eager", "torchscript"),
+        ("aoti", "onnx", "trt"),
+        weights="bundled in the package (the default when no model is given)",
+    ),
+    ModelInfo(
+        "mask_rcnn_r50_fpn",
+        "Mask R-CNN, ResNet-50-FPN",
+        "mmdet 2.28 and 3.3 fixtures, bit-exact",
+        ("eager", "torchscript", "aoti", "onnx"),
+        ("trt",),
+    ),
+    ModelInfo(
+        "mask_rcnn_r101_fpn",
+        "Mask R-CNN, ResNet-101-FPN",
+        "mmdet 2.28 fixture, bit-exact",
+        ("eager", "torchscript"),
+        ("aoti", "onnx", "trt"),
+    ),
+    ModelInfo(
+        "point_rend_r50_fpn",
+        "PointRend, ResNet-50-FPN (caffe), 224x224 refined masks",
+        "mmdet 2.28 fixture, bit-exact",
+        ("eager", "torchscript", "aoti"),
+        ("onnx", "trt"),
+    ),
+    ModelInfo(
+        "cascade_mask_rcnn_r50_fpn_dconv",
+        "Cascade Mask R-CNN, ResNet-50-FPN, DCN in c3-c5, 3 stages",
+        "mmdet 2.28 and 3.3 fixtures",
+        ("eager", "torchscript", "aoti"),
+        ("onnx", "trt"),
+        aliases=("mask_rcnn_r50_fpn_dconv",),
+    ),
+)
+
+_NOTES = (
+    "CPU: every model runs on the CPU, the DCN cascade included (our deform_conv2d kernel); "
+    "bf16 on CPUs with AVX-512 BF16 or AMX.",
+    "GPU (CUDA) and FP16: the CUDA paths (torchvision kernels, fp16 convolutions with fp32 "
+    "box decoding, NMS and point sampling) are written and unit-tested on CPU tensors but have "
+    "not been run on a GPU in this repository's tests.",
+    "trt: torch.export -> torch_tensorrt.dynamo.compile; never run here (no TensorRT).",
+    "Checkpoints: mmdetection 2.x/3.x for every model; detectron2 and maskrcnn-benchmark "
+    "Mask R-CNN R-50/R-101-FPN import into mask_rcnn_r50_fpn / mask_rcnn_r101_fpn "
+    "(docs/checkpoints.md).",
+)
+
+
+def models_table() -> str:
+    """The markdown table ``cendetect models`` prints, with its notes."""
+    head = ["model", "architecture", "CPU", "GPU (CUDA)", "FP16", "engines tested", "parity"]
+    rows = [head]
+    for m in MODELS:
+        name = m.name + "".join(f" (= {a})" for a in m.aliases)
+        rows.append(
+            [
+                name,
+                m.architecture,
+                "yes (fp32, bf16)",
+                "unverified",
+                "CUDA, unverified",
+                ", ".join(m.engines)
+                + (f"; untested: {', '.join(m.untested)}" if m.untested else ""),
+                m.parity,
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines + [""] + [f"- {n}" for n in _NOTES])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table (or JSON with ``--json``)."""
+    if args.json:
+        print(json.dumps([asdict(m) for m in MODELS], indent=1))
+    else:
+        print(models_table())
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``models``."""
+    p = sub.add_parser(
+        "models",
+        help="list the model names with the engines and precisions they support",
+        description="Every model name --model accepts, with where it runs and which engines "
+        "this repository's tests check for it.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+    return p
