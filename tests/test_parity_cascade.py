@@ -2,8 +2,8 @@
 
 Fixtures: ``tests/data/mmdet{,3}/cascade_mask_rcnn_r50_fpn_dconv`` (see the README there). The
 same matching rule and tolerances as ``tests/test_parity_mmdet.py`` (``tests/matching.py``), one
-test per image, all eight images asserted (``UNSTABLE`` would hold a measured exception). Engine artifacts are compared with eager on one image, with the tiers of
-``tests/compile``.
+test per image, all eight images asserted (``UNSTABLE`` would hold a measured exception).
+Engine artifacts are compared with eager on one image, with the tiers of ``tests/compile``.
 
 Every test here runs the real network, whose backbone has deformable convolutions: until
 ``torch.ops.cendetect.deform_conv2d`` and ``backbone.dcn`` in the model builder exist, they skip

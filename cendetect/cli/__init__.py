@@ -1,5 +1,7 @@
 """The ``cendetect`` command: ``run`` (folders, CenDetect's det.py), ``watch`` (a polled
-folder, mmdet_predict) and ``redis`` (a Redis worker, mmdet_predict_redis).
+folder, mmdet_predict), ``redis`` (a Redis worker, mmdet_predict_redis), ``synth`` (synthetic
+training data), ``convert`` (VIA / mask PNGs to COCO, COCO validation), ``train``, ``eval``
+(COCO mAP) and ``models`` (the model table).
 
 A command line that starts with an option is taken as ``run``, so CenDetect's
 ``det.py --input_path in --output_path out`` becomes ``cendetect --input_path in ...``.
@@ -15,12 +17,12 @@ from cendetect.cli.common import CliError, say
 
 __all__ = ["main"]
 
-COMMANDS = ("run", "watch", "redis")
+COMMANDS = ("run", "watch", "redis", "synth", "train", "convert", "eval", "models")
 
 
 def _parser() -> argparse.ArgumentParser:
     from cendetect import __version__
-    from cendetect.cli import redis, run, watch
+    from cendetect.cli import convert, eval, models, redis, run, synth, train, watch
 
     p = argparse.ArgumentParser(
         prog="cendetect",
@@ -31,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     watch.add_parser(sub)
     redis.add_parser(sub)
+    synth.add_parser(sub)
+    train.add_parser(sub)
+    convert.add_parser(sub)
+    eval.add_parser(sub)
+    models.add_parser(sub)
     return p
 
 

@@ -35,11 +35,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """Add ``--model``, ``--model_directory``, ``--checkpoint``, ``--engine``, ``--device``
     and ``--fp16`` (CenDetect's names where it had the option)."""
     g = p.add_argument_group("model")
+    from cendetect.zoo import DEFAULT_MODEL, MODEL_ZOO
+
     g.add_argument(
         "--model",
-        default="mask_rcnn_r50_fpn",
-        choices=CENDETECT_MODELS,
-        help="CenDetect model name: loads {model_directory}/{model}.pth (default %(default)s)",
+        choices=sorted(MODEL_ZOO),
+        help=f"model name (see 'cendetect models'): CenDetect's names load "
+        f"{{model_directory}}/{{model}}.pth; without --model/--checkpoint/--engine the model "
+        f"bundled with cendetect ({DEFAULT_MODEL}) is used",
     )
     g.add_argument(
         "--model_directory",
@@ -97,6 +100,30 @@ def _engine_kind(value: str | Path | None) -> str | None:
     )
 
 
+def _model_file(model: str | None, directory: Path) -> Path:
+    """The checkpoint a ``--model`` name stands for: the bundled default model, or
+    ``{directory}/{model}.pth`` as CenDetect's det.py looks for it."""
+    from cendetect.zoo import DEFAULT_MODEL, default_checkpoint
+
+    name = model or DEFAULT_MODEL
+    if name == DEFAULT_MODEL:
+        bundled = default_checkpoint()
+        if bundled is not None:
+            return bundled
+        if model is None:
+            raise CliError(
+                f"this install has no bundled {DEFAULT_MODEL} model; pass --checkpoint PATH, "
+                "or --model NAME to load MODEL_DIRECTORY/NAME.pth"
+            )
+    path = directory / f"{name}.pth"
+    if not path.is_file():
+        raise CliError(
+            f"no model file: looked for {path} (--model_directory {directory} + --model {name} "
+            "+ .pth); put the checkpoint there, or pass it with --checkpoint PATH"
+        )
+    return path
+
+
 def load_detector(args: argparse.Namespace) -> Detector:
     """The detector the model options name.
 
@@ -123,14 +150,7 @@ def load_detector(args: argparse.Namespace) -> Detector:
             )
         ckpt = args.checkpoint
         if ckpt is None:
-            ckpt = args.model_directory / f"{args.model}.pth"
-            if not ckpt.is_file():
-                raise CliError(
-                    f"no model file: looked for {ckpt} (--model_directory "
-                    f"{args.model_directory} + --model {args.model} + .pth). No trained model "
-                    "ships with cendetect yet: pass an mmdetection checkpoint with "
-                    "--checkpoint PATH, or put it at that path"
-                )
+            ckpt = _model_file(args.model, args.model_directory)
         elif not ckpt.is_file():
             raise CliError(f"--checkpoint {ckpt}: no such file")
         if kind != "eager":
