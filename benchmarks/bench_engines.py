@@ -21,7 +21,8 @@ Peers, in the same run:
 Models: the four CenDetect architectures with their parity-fixture weights
 (``mask_rcnn_r50_fpn``, ``mask_rcnn_r101_fpn``, ``point_rend_r50_fpn``,
 ``cascade_mask_rcnn_r50_fpn_dconv``: seeded weights + the fixture's real mmdetection config) and
-``default`` (the model shipped in the package, when present). Random weights give a fixed number
+``default`` (the model shipped in the package, when present; it keeps its own 512 long-side
+test scale, the size names then only choose the photo). Random weights give a fixed number
 of detections (100 per image at these score thresholds), which is the expensive case.
 
 Sizes: ``1333x800`` (a 1333x800 photo, default 1333x800 keep-ratio scale) and ``1024x1024`` (a
@@ -144,7 +145,10 @@ def _ours(spec: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], float, Ca
         )
         build_s = time.perf_counter() - t0
         det = Detector.from_engine(artifact, device=device)
-    det.preprocess_cfg = dataclasses.replace(det.preprocess_cfg, img_scale=tuple(spec["img_scale"]))
+    if spec["img_scale"]:  # None: the model's own test scale (the default model)
+        det.preprocess_cfg = dataclasses.replace(
+            det.preprocess_cfg, img_scale=tuple(spec["img_scale"])
+        )
     image = _read(spec["image"])
     calls = {b: (lambda b=b: det.predict([image] * b)) for b in spec["batches"]}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -201,7 +205,9 @@ def _flops(spec: dict[str, Any]) -> dict[str, Any]:
     from cendetect.engine import preprocess
 
     det = Detector.from_checkpoint(spec["checkpoint"])
-    cfg = dataclasses.replace(det.preprocess_cfg, img_scale=tuple(spec["img_scale"]))
+    cfg = det.preprocess_cfg
+    if spec["img_scale"]:
+        cfg = dataclasses.replace(cfg, img_scale=tuple(spec["img_scale"]))
     batch = preprocess([_read(spec["image"])], cfg)
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
@@ -403,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                     "checkpoint": str(ckpt),
                     "config": str(config) if config else None,
                     "image": str(images[size]),
-                    "img_scale": list(scale),
+                    # the default model keeps its own test scale (512 long side)
+                    "img_scale": None if model == "default" else list(scale),
                     "batches": batches,
                     "warmup": args.warmup,
                     "repeats": args.repeats,

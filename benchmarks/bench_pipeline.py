@@ -11,15 +11,18 @@ included, the same for both) and for the processing loop alone (each side report
   at a time, ``cv2.imread``, detect, full-resolution ``N x H x W`` masks above the confidence,
   ``np.any`` union, ``image[union] = [0, 255, 0]``, ``cv2.imwrite`` PNG.
 
-Both load the same mmdetection 2.x checkpoint built in a temporary folder from the
-``mask_rcnn_r50_fpn`` parity fixture (seeded weights, the fixture's config: 1333x800 test scale,
-so a 1024x1024 image runs at 800x800). ``--tiny`` uses the tests' tiny config instead (64x64,
-``tests/tiny_model.py``), where decoding/encoding dominate. The outputs of the two are compared
+Both load the same checkpoint: ``--model r50`` (default) the ``mask_rcnn_r50_fpn`` parity
+fixture rebuilt in a temporary folder (seeded weights, the fixture's config: 1333x800 test
+scale, so a 1024x1024 image runs at 800x800); ``--model default`` the default model bundled
+with the package (``mobilenet_v2_fpn``, 512 long-side test scale); ``--model tiny`` (or
+``--tiny``) the tests' tiny config (64x64, ``tests/tiny_model.py``), where decoding/encoding
+dominate. The outputs of the two are compared
 pixel for pixel. Each side runs in its own subprocess with torch's default threads; the other
 processes' CPU use during each run is printed (``/proc/stat``), and ``--wait-quiet S`` waits up
 to S seconds for the machine to be quiet first.
 
-Usage (repo root):  .venv/bin/python benchmarks/bench_pipeline.py [--images 200] [--tiny]
+Usage (repo root):
+    .venv/bin/python benchmarks/bench_pipeline.py [--images 200] [--model r50|default|tiny]
 The script is also the baseline worker (``--worker baseline``).
 """
 
@@ -89,9 +92,16 @@ def _make_inputs(folder: Path, n: int, size: int) -> None:
         cv2.imwrite(str(folder / f"img_{i:04d}.png"), img[:, ::-1] if i % 2 else img)
 
 
-def _checkpoint(tmp: Path, tiny: bool) -> Path:
+def _checkpoint(tmp: Path, model: str) -> Path:
     sys.path.insert(0, str(REPO))
-    if tiny:
+    if model == "default":
+        from cendetect.zoo import default_checkpoint
+
+        ckpt = default_checkpoint()
+        if ckpt is None:
+            raise SystemExit("--model default: this install has no bundled default model")
+        return ckpt
+    if model == "tiny":
         from tests.tiny_model import save_tiny_checkpoint
 
         return save_tiny_checkpoint(tmp / "tiny.pth")
@@ -121,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--tiny", action="store_true", help="the tests' 64x64 config (I/O-bound)")
+    p.add_argument("--model", choices=("r50", "default", "tiny"), default="r50")
+    p.add_argument("--tiny", action="store_true", help="= --model tiny (I/O-bound)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--confidence", type=float, default=0.3)
@@ -138,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as t:
         tmp = Path(t)
-        ckpt = _checkpoint(tmp, args.tiny)
+        model = "tiny" if args.tiny else args.model
+        ckpt = _checkpoint(tmp, model)
         _make_inputs(tmp / "in", args.images, args.size)
         (tmp / "base").mkdir()
         spec = {"in": str(tmp / "in"), "out": str(tmp / "base"), "ckpt": str(ckpt),
@@ -168,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             for f in sorted((tmp / "base").glob("*.png"))
         )
     n = args.images
-    scale = "tests' tiny 64x64 config" if args.tiny else "fixture config, 1333x800 scale"
-    print(f"{n} images {args.size}x{args.size}, mask_rcnn_r50_fpn ({scale}), CPU, "
+    scale = {
+        "tiny": "the tests' tiny 64x64 config",
+        "r50": "mask_rcnn_r50_fpn, fixture config, 1333x800 scale",
+        "default": "the bundled default model mobilenet_v2_fpn, 512 scale",
+    }[model]
+    print(f"{n} images {args.size}x{args.size}, {scale}, CPU, "
           f"{os.cpu_count()} cores; batch {args.batch_size}, workers {args.workers}")  # fmt: skip
     print(f"{'':16}{'end-to-end img/s':>18}{'loop img/s':>12}{'other load':>12}")
     for name, (wall, loop, others) in results.items():

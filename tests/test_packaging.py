@@ -52,5 +52,7 @@ def test_wheel_layout(tmp_path: Path) -> None:
     assert "cendetect/compile/__init__.py" in names
     assert "cendetect/models/mask_rcnn.py" in names
     assert any(n.startswith("cendetect/_C.") and n.endswith(".so") for n in names), names
+    # the default model ships inside the package (cendetect.zoo.DEFAULT_CHECKPOINT)
+    assert "cendetect/weights/mobilenet_v2_fpn.pth" in names
     # the source folders must not leak out as top-level packages
     assert not any(n.startswith(("engine/", "compile/", "csrc/", "tests/")) for n in names)

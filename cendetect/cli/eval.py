@@ -104,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        model_desc = str(args.engine or args.checkpoint or f"{args.model_directory}/{args.model}")
+        from cendetect.cli.common import _model_file
+
+        model_desc = str(
+            args.engine or args.checkpoint or _model_file(args.model, args.model_directory)
+        )
         if args.save_predictions is not None:
             args.save_predictions.parent.mkdir(parents=True, exist_ok=True)
             args.save_predictions.write_text(json.dumps(results))

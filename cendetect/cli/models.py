@@ -80,8 +80,9 @@ MODELS: tuple[ModelInfo, ...] = (
 )
 
 _NOTES = (
-    "CPU: every model runs on the CPU, the DCN cascade included (our deform_conv2d kernel); "
-    "bf16 on CPUs with AVX-512 BF16 or AMX.",
+    "CPU: every model runs on the CPU, the DCN cascade included (our deform_conv2d kernel). "
+    "cendetect-compile --bf16 builds bf16 CPU engines (for CPUs with AVX-512 BF16 or AMX); "
+    "their parity with fp32 is measured on the trained default model (docs/engines.md).",
     "GPU (CUDA) and FP16: the CUDA paths (torchvision kernels, fp16 convolutions with fp32 "
     "box decoding, NMS and point sampling) are written and unit-tested on CPU tensors but have "
     "not been run on a GPU in this repository's tests.",
@@ -102,7 +103,7 @@ def models_table() -> str:
             [
                 name,
                 m.architecture,
-                "yes (fp32, bf16)",
+                "yes",
                 "unverified",
                 "CUDA, unverified",
                 ", ".join(m.engines)
