@@ -44,8 +44,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -60,6 +58,10 @@ DATA = REPO / "tests" / "data"
 KITE = DATA / "mmdet" / "images" / "kite_1024x576.png"
 DEFAULT_MMDET_PYTHON = Path("/work/peers/mmdet2/bin/python")
 DEFAULT_TV_STUB = Path("/work/peers/tvstub")
+
+# shared with the eager benchmark (stdlib-only at import, so the peer venv can import it too)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_eager import _cpu_model, _peak_rss_mb, _read, _table  # noqa: E402
 
 #: model name -> parity fixture folder (config.py, keys.json, overrides.npz)
 FIXTURES = {
@@ -92,19 +94,6 @@ SIZES = {
 
 # --------------------------------------------------------------------------------------------
 # worker side (a fresh subprocess per run; ours, mmdet's or torchvision's)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _read(path: str) -> Any:
-    import cv2
-
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise RuntimeError(f"{path}: cannot read")
-    return img
 
 
 def _time(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None]) -> list:
@@ -272,16 +261,6 @@ def run_worker(kind: str, spec_path: Path, out_path: Path) -> None:
 # driver side
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _spawn(
     kind: str, python: str, env: dict[str, str], spec: dict[str, Any], tmp: Path
 ) -> dict[str, Any] | None:
@@ -296,13 +275,6 @@ def _spawn(
         print(f"[{tag}] FAILED (exit {proc.returncode}):\n{tail}\n", file=sys.stderr)
         return None
     return json.loads(out_path.read_text())
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def _default_checkpoint() -> Path | None:
