@@ -6,7 +6,7 @@ the GIL is released around every kernel. Not meant to be called directly: use ce
 which validates inputs and registers the torch custom ops.
 """
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 from libcpp cimport bool as cbool
 from libcpp.vector cimport vector
 
@@ -45,6 +45,21 @@ cdef extern from "roi_align.h" namespace "cendetect" nogil:
         const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
         const double* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
         cbool aligned, int64_t finest_scale, double* output) except +
+    int64_t c_multi_level_roi_align_nhwc "cendetect::multi_level_roi_align_nhwc"(
+        const float* const* feats, const int64_t* heights, const int64_t* widths,
+        const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
+        const float* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+        cbool aligned, int64_t finest_scale, float* output) except +
+    int64_t c_multi_level_roi_align_nhwc "cendetect::multi_level_roi_align_nhwc"(
+        const double* const* feats, const int64_t* heights, const int64_t* widths,
+        const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
+        const double* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+        cbool aligned, int64_t finest_scale, double* output) except +
+    int64_t c_multi_level_roi_align_nhwc "cendetect::multi_level_roi_align_nhwc"(
+        const uint16_t* const* feats, const int64_t* heights, const int64_t* widths,
+        const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
+        const float* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+        cbool aligned, int64_t finest_scale, float* output) except +
 
 cdef extern from "deform_conv.h" namespace "cendetect" nogil:
     void c_deform_im2col "cendetect::deform_im2col"(
@@ -144,6 +159,73 @@ def multi_level_roi_align(list feats, const real[:, ::1] rois, real[:, :, :, ::1
         bad = c_multi_level_roi_align(
             ptrs.data(), heights.data(), widths.data(), scales.data(), levels, batch,
             out.shape[1], &rois[0, 0], k, out.shape[2], sampling_ratio, aligned, finest_scale,
+            &out[0, 0, 0, 0])
+    return bad
+
+
+def multi_level_roi_align_nhwc(list feats, const real[:, ::1] rois, real[:, :, :, ::1] out,
+                               list spatial_scales, int64_t sampling_ratio, cbool aligned,
+                               int64_t finest_scale) -> int:
+    """Channels-last multi_level_roi_align: feats [B, H, W, C], out [K, s, s, C]."""
+    cdef int64_t k = rois.shape[0]
+    cdef int64_t levels = len(feats)
+    cdef int64_t batch = 0
+    cdef vector[const real*] ptrs
+    cdef vector[int64_t] heights
+    cdef vector[int64_t] widths
+    cdef vector[double] scales
+    cdef const real[:, :, :, ::1] feat
+    cdef int64_t bad
+    if k == 0 or out.shape[3] == 0:
+        return -1
+    for level in range(levels):
+        feat = feats[level]
+        batch = feat.shape[0]
+        heights.push_back(feat.shape[1])
+        widths.push_back(feat.shape[2])
+        scales.push_back(spatial_scales[level])
+        if feat.shape[0] > 0 and feat.shape[1] > 0 and feat.shape[2] > 0 and feat.shape[3] > 0:
+            ptrs.push_back(&feat[0, 0, 0, 0])
+        else:
+            ptrs.push_back(NULL)
+    with nogil:
+        bad = c_multi_level_roi_align_nhwc(
+            ptrs.data(), heights.data(), widths.data(), scales.data(), levels, batch,
+            out.shape[3], &rois[0, 0], k, out.shape[1], sampling_ratio, aligned, finest_scale,
+            &out[0, 0, 0, 0])
+    return bad
+
+
+def multi_level_roi_align_nhwc_bf16(list feats, const float[:, ::1] rois,
+                                    float[:, :, :, ::1] out, list spatial_scales,
+                                    int64_t sampling_ratio, cbool aligned,
+                                    int64_t finest_scale) -> int:
+    """As multi_level_roi_align_nhwc for bfloat16 features passed as their uint16 bits."""
+    cdef int64_t k = rois.shape[0]
+    cdef int64_t levels = len(feats)
+    cdef int64_t batch = 0
+    cdef vector[const uint16_t*] ptrs
+    cdef vector[int64_t] heights
+    cdef vector[int64_t] widths
+    cdef vector[double] scales
+    cdef const uint16_t[:, :, :, ::1] feat
+    cdef int64_t bad
+    if k == 0 or out.shape[3] == 0:
+        return -1
+    for level in range(levels):
+        feat = feats[level]
+        batch = feat.shape[0]
+        heights.push_back(feat.shape[1])
+        widths.push_back(feat.shape[2])
+        scales.push_back(spatial_scales[level])
+        if feat.shape[0] > 0 and feat.shape[1] > 0 and feat.shape[2] > 0 and feat.shape[3] > 0:
+            ptrs.push_back(&feat[0, 0, 0, 0])
+        else:
+            ptrs.push_back(NULL)
+    with nogil:
+        bad = c_multi_level_roi_align_nhwc(
+            ptrs.data(), heights.data(), widths.data(), scales.data(), levels, batch,
+            out.shape[3], &rois[0, 0], k, out.shape[1], sampling_ratio, aligned, finest_scale,
             &out[0, 0, 0, 0])
     return bad
 

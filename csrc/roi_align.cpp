@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "parallel.h"
@@ -232,6 +233,154 @@ int64_t multi_level_impl(const T* const* feats, const int64_t* heights, const in
   return -1;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Channels-last (NHWC) multi-level pooling. For every bin and sample, the four bilinear taps are
+// read as contiguous channel vectors, so the channel loop vectorizes. Per channel the arithmetic
+// is the one of pool_roi above, in the same order (acc += w1*a + w2*b + w3*c + w4*d over the
+// grid, then acc / count, no fused multiply-adds), so both layouts give bit-identical results.
+
+// target_clones: the channel loops get AVX-512 and AVX2 versions picked at load time, while the
+// module itself stays built for the x86-64 baseline. -ffp-contract=off keeps FMAs out of every
+// version.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CENDETECT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CENDETECT_CLONES
+#endif
+
+inline float bf16_to_float(uint16_t bits) {
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &wide, sizeof f);
+  return f;
+}
+
+CENDETECT_CLONES
+void accumulate_taps(float* __restrict acc, const float* __restrict a, const float* __restrict b,
+                     const float* __restrict c, const float* __restrict d, float w1, float w2,
+                     float w3, float w4, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += w1 * a[i] + w2 * b[i] + w3 * c[i] + w4 * d[i];
+}
+
+CENDETECT_CLONES
+void accumulate_taps(double* __restrict acc, const double* __restrict a,
+                     const double* __restrict b, const double* __restrict c,
+                     const double* __restrict d, double w1, double w2, double w3, double w4,
+                     int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += w1 * a[i] + w2 * b[i] + w3 * c[i] + w4 * d[i];
+}
+
+CENDETECT_CLONES
+void accumulate_taps(float* __restrict acc, const uint16_t* __restrict a,
+                     const uint16_t* __restrict b, const uint16_t* __restrict c,
+                     const uint16_t* __restrict d, float w1, float w2, float w3, float w4,
+                     int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    acc[i] += w1 * bf16_to_float(a[i]) + w2 * bf16_to_float(b[i]) + w3 * bf16_to_float(c[i]) +
+              w4 * bf16_to_float(d[i]);
+  }
+}
+
+CENDETECT_CLONES
+void divide_by(float* __restrict acc, float count, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = acc[i] / count;
+}
+
+CENDETECT_CLONES
+void divide_by(double* __restrict acc, double count, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = acc[i] / count;
+}
+
+// Where one roi reads from in NHWC features: its image's [H, W, C] map at one level.
+template <typename In, typename T>
+struct SourceNhwc {
+  const In* feat;  // null: the roi's output is all zeros
+  int64_t height, width;
+  T scale;
+};
+
+// Pools channels [c0, c1) of one roi into out ([pooled_h, pooled_w, C] for this roi).
+template <typename In, typename T>
+void pool_roi_nhwc(const SourceNhwc<In, T>& src, const T* roi, int64_t channels, int64_t c0,
+                   int64_t c1, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                   bool aligned, std::vector<Tap<T>>& ys, std::vector<Tap<T>>& xs, T* out) {
+  const int64_t H = src.height, W = src.width, n = c1 - c0;
+  for (int64_t bin = 0; bin < pooled_h * pooled_w; ++bin) {
+    std::fill(out + bin * channels + c0, out + bin * channels + c1, T(0));
+  }
+  if (src.feat == nullptr || H <= 0 || W <= 0) return;
+  const RoiGeometry<T> g =
+      roi_geometry(roi, src.scale, pooled_h, pooled_w, sampling_ratio, aligned);
+  ys.resize(static_cast<size_t>(pooled_h * g.grid_h));
+  xs.resize(static_cast<size_t>(pooled_w * g.grid_w));
+  axis_taps(g.start_h, g.bin_h, pooled_h, g.grid_h, H, ys.data());
+  axis_taps(g.start_w, g.bin_w, pooled_w, g.grid_w, W, xs.data());
+  const T count = static_cast<T>(std::max<int64_t>(g.grid_h * g.grid_w, 1));
+  const In* f = src.feat + c0;
+  for (int64_t ph = 0; ph < pooled_h; ++ph) {
+    const Tap<T>* ty = ys.data() + ph * g.grid_h;
+    for (int64_t pw = 0; pw < pooled_w; ++pw) {
+      const Tap<T>* tx = xs.data() + pw * g.grid_w;
+      T* acc = out + (ph * pooled_w + pw) * channels + c0;
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+        const Tap<T>& y = ty[iy];
+        if (!y.valid) continue;
+        const In* row_lo = f + y.lo * W * channels;
+        const In* row_hi = f + y.hi * W * channels;
+        for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+          const Tap<T>& x = tx[ix];
+          if (!x.valid) continue;
+          const T w1 = y.one_minus * x.one_minus, w2 = y.one_minus * x.frac;
+          const T w3 = y.frac * x.one_minus, w4 = y.frac * x.frac;
+          accumulate_taps(acc, row_lo + x.lo * channels, row_lo + x.hi * channels,
+                          row_hi + x.lo * channels, row_hi + x.hi * channels, w1, w2, w3, w4, n);
+        }
+      }
+      divide_by(acc, count, n);
+    }
+  }
+}
+
+template <typename In, typename T>
+int64_t multi_level_nhwc_impl(const In* const* feats, const int64_t* heights,
+                              const int64_t* widths, const double* spatial_scales,
+                              int64_t levels, int64_t batch, int64_t channels, const T* rois,
+                              int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+                              bool aligned, int64_t finest_scale, T* output) {
+  const int64_t bad = first_bad_batch_index(rois, n_rois, batch);
+  if (bad >= 0) return bad;
+  if (n_rois <= 0 || channels <= 0) return -1;
+  std::vector<int64_t> level_of(static_cast<size_t>(n_rois));
+  for (int64_t k = 0; k < n_rois; ++k) level_of[k] = roi_level(rois + 5 * k, levels, finest_scale);
+  const int64_t bins = output_size * output_size;
+  // As pool_all: few rois split the channels too, so every thread gets work.
+  const int64_t want_items = 4 * static_cast<int64_t>(get_num_threads());
+  int64_t blocks = 1;
+  if (n_rois < want_items) blocks = std::min(channels, (want_items + n_rois - 1) / n_rois);
+  const int64_t block = (channels + blocks - 1) / blocks;
+  blocks = (channels + block - 1) / block;
+  const int64_t grain = std::max<int64_t>(1, kMinSamplesPerChunk / (4 * block * bins));
+  parallel_for(n_rois * blocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<Tap<T>> ys, xs;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t k = item / blocks;
+      const int64_t c0 = (item % blocks) * block;
+      const int64_t c1 = std::min(channels, c0 + block);
+      const int64_t l = level_of[k];
+      SourceNhwc<In, T> src{nullptr, 0, 0, T(0)};
+      if (l >= 0 && feats[l] != nullptr) {
+        const int64_t b = static_cast<int64_t>(rois[5 * k]);
+        src = SourceNhwc<In, T>{feats[l] + b * heights[l] * widths[l] * channels, heights[l],
+                                widths[l], static_cast<T>(spatial_scales[l])};
+      }
+      pool_roi_nhwc(src, rois + 5 * k, channels, c0, c1, output_size, output_size,
+                    sampling_ratio, aligned, ys, xs, output + k * bins * channels);
+    }
+  });
+  return -1;
+}
+
 }  // namespace
 
 int64_t roi_align(const float* input, int64_t batch, int64_t channels, int64_t height,
@@ -267,6 +416,39 @@ int64_t multi_level_roi_align(const double* const* feats, const int64_t* heights
                               double* output) {
   return multi_level_impl(feats, heights, widths, spatial_scales, levels, batch, channels, rois,
                           n_rois, output_size, sampling_ratio, aligned, finest_scale, output);
+}
+
+int64_t multi_level_roi_align_nhwc(const float* const* feats, const int64_t* heights,
+                                   const int64_t* widths, const double* spatial_scales,
+                                   int64_t levels, int64_t batch, int64_t channels,
+                                   const float* rois, int64_t n_rois, int64_t output_size,
+                                   int64_t sampling_ratio, bool aligned, int64_t finest_scale,
+                                   float* output) {
+  return multi_level_nhwc_impl(feats, heights, widths, spatial_scales, levels, batch, channels,
+                               rois, n_rois, output_size, sampling_ratio, aligned, finest_scale,
+                               output);
+}
+
+int64_t multi_level_roi_align_nhwc(const double* const* feats, const int64_t* heights,
+                                   const int64_t* widths, const double* spatial_scales,
+                                   int64_t levels, int64_t batch, int64_t channels,
+                                   const double* rois, int64_t n_rois, int64_t output_size,
+                                   int64_t sampling_ratio, bool aligned, int64_t finest_scale,
+                                   double* output) {
+  return multi_level_nhwc_impl(feats, heights, widths, spatial_scales, levels, batch, channels,
+                               rois, n_rois, output_size, sampling_ratio, aligned, finest_scale,
+                               output);
+}
+
+int64_t multi_level_roi_align_nhwc(const uint16_t* const* feats, const int64_t* heights,
+                                   const int64_t* widths, const double* spatial_scales,
+                                   int64_t levels, int64_t batch, int64_t channels,
+                                   const float* rois, int64_t n_rois, int64_t output_size,
+                                   int64_t sampling_ratio, bool aligned, int64_t finest_scale,
+                                   float* output) {
+  return multi_level_nhwc_impl(feats, heights, widths, spatial_scales, levels, batch, channels,
+                               rois, n_rois, output_size, sampling_ratio, aligned, finest_scale,
+                               output);
 }
 
 }  // namespace cendetect

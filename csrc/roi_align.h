@@ -45,4 +45,28 @@ int64_t multi_level_roi_align(const double* const* feats, const int64_t* heights
                               int64_t sampling_ratio, bool aligned, int64_t finest_scale,
                               double* output);
 
+// Channels-last variant of multi_level_roi_align: feats[l] is [batch, heights[l], widths[l],
+// channels] contiguous (NHWC) and output is [n_rois, size, size, channels]. Same pixel model,
+// level mapping and return value; per channel the arithmetic is identical, so the results equal
+// the NCHW kernel's bit for bit. The uint16_t overload reads bfloat16 features (their raw bits)
+// and pools in float32.
+int64_t multi_level_roi_align_nhwc(const float* const* feats, const int64_t* heights,
+                                   const int64_t* widths, const double* spatial_scales,
+                                   int64_t levels, int64_t batch, int64_t channels,
+                                   const float* rois, int64_t n_rois, int64_t output_size,
+                                   int64_t sampling_ratio, bool aligned, int64_t finest_scale,
+                                   float* output);
+int64_t multi_level_roi_align_nhwc(const double* const* feats, const int64_t* heights,
+                                   const int64_t* widths, const double* spatial_scales,
+                                   int64_t levels, int64_t batch, int64_t channels,
+                                   const double* rois, int64_t n_rois, int64_t output_size,
+                                   int64_t sampling_ratio, bool aligned, int64_t finest_scale,
+                                   double* output);
+int64_t multi_level_roi_align_nhwc(const uint16_t* const* feats, const int64_t* heights,
+                                   const int64_t* widths, const double* spatial_scales,
+                                   int64_t levels, int64_t batch, int64_t channels,
+                                   const float* rois, int64_t n_rois, int64_t output_size,
+                                   int64_t sampling_ratio, bool aligned, int64_t finest_scale,
+                                   float* output);
+
 }  // namespace cendetect

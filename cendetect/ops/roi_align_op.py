@@ -170,6 +170,48 @@ def _multi_level_cpu(
     aligned: bool,
     finest_scale: int,
 ) -> Tensor:
+    """CPU pooling through the channels-last kernel; returns a channels-last [K, C, S, S].
+
+    Features that are already channels-last (the layout compiled bf16 engines run in) are read
+    in place; NCHW ones are transposed once per level, which costs less than the NCHW kernel's
+    strided reads. bfloat16 features are read as they are (the kernel widens them to float32),
+    so no float32 copy of the feature maps is made. The result equals the NCHW kernel's bit for
+    bit (csrc/roi_align.h).
+    """
+    first = feats[0]
+    dtype = _compute_dtype(first.dtype)
+    channels = first.shape[1]
+    out = torch.empty((rois.shape[0], size, size, channels), dtype=dtype)
+    if out.numel() > 0:
+        ext = _assert_has_ops()
+        # [B, C, H, W] -> [B, H, W, C]: a view for channels-last features, else one copy.
+        nhwc = [f.detach().permute(0, 2, 3, 1) for f in feats]
+        if first.dtype == torch.bfloat16:
+            xs = [f.contiguous().view(torch.int16).numpy().view("uint16") for f in nhwc]
+            r = rois.detach().to(torch.float32).contiguous()
+            kernel = ext.multi_level_roi_align_nhwc_bf16
+        else:
+            xs = [f.to(dtype).contiguous().numpy() for f in nhwc]
+            r = rois.detach().to(dtype).contiguous()
+            kernel = ext.multi_level_roi_align_nhwc
+        bad = kernel(
+            xs, r.numpy(), out.numpy(), [float(s) for s in scales], ratio, aligned, finest_scale
+        )
+        if bad >= 0:
+            _raise_bad_batch_index("multi_level_roi_align", rois, bad, first.shape[0])
+    return out.permute(0, 3, 1, 2).to(first.dtype)
+
+
+def _multi_level_cpu_nchw(
+    feats: Sequence[Tensor],
+    rois: Tensor,
+    size: int,
+    scales: Sequence[float],
+    ratio: int,
+    aligned: bool,
+    finest_scale: int,
+) -> Tensor:
+    """The NCHW kernel (contiguous [K, C, S, S]); kept as the reference the NHWC one must equal."""
     dtype = _compute_dtype(feats[0].dtype)
     out = torch.empty((rois.shape[0], feats[0].shape[1], size, size), dtype=dtype)
     if out.numel() > 0:
@@ -253,7 +295,10 @@ def _(
     finest_scale: int,
 ) -> Tensor:
     _check_multi_level(feats, rois, output_size, spatial_scales, finest_scale)
-    return feats[0].new_empty((rois.shape[0], feats[0].shape[1], output_size, output_size))
+    k, c, s = rois.shape[0], feats[0].shape[1], output_size
+    if feats[0].device.type == "cpu":  # the CPU kernel writes channels-last
+        return feats[0].new_empty((k, s, s, c)).permute(0, 3, 1, 2)
+    return feats[0].new_empty((k, c, s, s))
 
 
 def roi_align(
@@ -319,7 +364,8 @@ def multi_level_roi_align(
         finest_scale (int): mmdetection's ``finest_scale`` (56).
 
     Returns:
-        Tensor[K, C, S, S] of the features' dtype and device.
+        Tensor[K, C, S, S] of the features' dtype and device; on the CPU its memory is
+        channels-last (``[K, S, S, C]`` underneath), as the CPU kernel writes it.
     """
     return torch.ops.cendetect.multi_level_roi_align(
         feats, rois, output_size, spatial_scales, sampling_ratio, aligned, finest_scale

@@ -250,3 +250,54 @@ def test_cuda_matches_cpu() -> None:
     got = roi_align_torch(feats[0].cuda(), rois.cuda(), (7, 7), 0.25, 0, True)
     expected = roi_align(feats[0], rois, [7, 7], 0.25, 0, True)
     torch.testing.assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("ratio", "aligned"), [(0, True), (2, False)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("channels", [3, 40])
+def test_nhwc_kernel_equals_nchw_kernel_bitwise(
+    dtype: torch.dtype, ratio: int, aligned: bool, layout: str, channels: int
+) -> None:
+    # The CPU op runs the channels-last kernel; the NCHW one is the reference it must equal to
+    # the last bit (same per-channel arithmetic). 40 channels exercise the vector loops and
+    # their remainders; 12 rois with 2 threads split the channels into blocks.
+    feats, scales = fpn(2, channels, dtype, 11)
+    if layout == "channels_last":
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    for k in (60, 3):
+        rois = multiscale_rois(k, 2, 11, dtype)
+        args = (rois, 7, scales, ratio, aligned, 56)
+        got = multi_level_roi_align(feats, *args)
+        want = roi_align_op._multi_level_cpu_nchw(feats, *args)
+        assert got.shape == want.shape and got.dtype == dtype
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(got, want)
+
+
+def test_bfloat16_features_pool_in_float32_without_a_copy() -> None:
+    # bf16 features are read as their bits and widened in the kernel: the result is the float32
+    # pooling of the same values, rounded once to bf16.
+    feats, scales = fpn(2, 24, torch.float32, 12)
+    low = [f.bfloat16().contiguous(memory_format=torch.channels_last) for f in feats]
+    rois = multiscale_rois(50, 2, 12, torch.float32)
+    args = (rois, 14, scales, 0, True, 56)
+    got = multi_level_roi_align(low, *args)
+    assert got.dtype == torch.bfloat16
+    want = roi_align_op._multi_level_cpu_nchw([f.float() for f in low], *args)
+    assert torch.equal(got, want.bfloat16())
+
+
+def test_fake_kernel_strides_match_the_cpu_kernel() -> None:
+    # torch.export / AOTInductor plan memory from the fake kernel: its strides must be the real
+    # ones (channels-last on the CPU).
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    feats, scales = fpn(1, 8, torch.float32, 13)
+    rois = multiscale_rois(9, 1, 13, torch.float32)
+    real = multi_level_roi_align(feats, rois, 7, scales, 0, True, 56)
+    with FakeTensorMode() as mode:
+        fake = multi_level_roi_align(
+            [mode.from_tensor(f) for f in feats], mode.from_tensor(rois), 7, scales, 0, True, 56
+        )
+    assert fake.shape == real.shape and fake.stride() == real.stride()
