@@ -5,8 +5,9 @@ pixels (default 200 at 1024x1024), from process start to exit (imports and model
 included, the same for both) and for the processing loop alone (each side reports it).
 
 - **ours**: ``python -m cendetect run --input_path IN --output_path OUT --checkpoint CKPT``
-  with ``--batch-size`` and ``--workers`` (decoding and encoding in threads, overlapped with
-  inference; the C++ compositor fills the masks).
+  with ``--batch-size``, ``--workers`` and ``--streams`` (decoding and encoding in threads,
+  overlapped with inference; on the CPU, by default, two inference streams of cores/2 threads;
+  the C++ compositor fills the masks).
 - **det.py loop**: what CenDetect's det.py does, on the same engine (``Detector``): one image
   at a time, ``cv2.imread``, detect, full-resolution ``N x H x W`` masks above the confidence,
   ``np.any`` union, ``image[union] = [0, 255, 0]``, ``cv2.imwrite`` PNG.
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="= --model tiny (I/O-bound)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--streams", type=int, help="ours: inference streams (default: cendetect run's default)"
+    )
     p.add_argument("--confidence", type=float, default=0.3)
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S")
     p.add_argument("--worker", choices=("baseline",), help=argparse.SUPPRESS)
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                               "--checkpoint", str(ckpt), "--device", "cpu",
                               "--confidence", str(args.confidence),
                               "--batch-size", str(args.batch_size),
-                              "--workers", str(args.workers)],
+                              "--workers", str(args.workers)]
+                              + (["--streams", str(args.streams)] if args.streams else []),
         }  # fmt: skip
         results = {}
         for name, cmd in runs.items():
@@ -186,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "default": "the bundled default model mobilenet_v2_fpn, 512 scale",
     }[model]
     print(f"{n} images {args.size}x{args.size}, {scale}, CPU, "
-          f"{os.cpu_count()} cores; batch {args.batch_size}, workers {args.workers}")  # fmt: skip
+          f"{os.cpu_count()} cores; batch {args.batch_size}, workers {args.workers}, "
+          f"streams {args.streams or 'default'}")  # fmt: skip
     print(f"{'':16}{'end-to-end img/s':>18}{'loop img/s':>12}{'other load':>12}")
     for name, (wall, loop, others) in results.items():
         print(f"{name:16}{n / wall:18.3f}{n / loop:12.3f}{others:11.2f}c")

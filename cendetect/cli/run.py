@@ -56,6 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, help="images per model call (default 4 on cuda, 1)")
     e.add_argument("--workers", type=int, default=2, help="decode/encode threads (default 2)")
     e.add_argument(
+        "--streams",
+        type=int,
+        help="images inferred at once, each with cores/N threads (default 2 on a CPU with 2+ "
+        "cores, 1 on cuda)",
+    )
+    e.add_argument(
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
@@ -69,7 +75,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
     from cendetect.io.discovery import discover_inputs, is_video, output_paths
-    from cendetect.pipeline_run import OutputOptions, Summary, plan_jobs, run_images
+    from cendetect.pipeline_run import (
+        OutputOptions,
+        Summary,
+        default_streams,
+        plan_jobs,
+        run_images,
+    )
 
     if args.dilate < 0:
         raise CliError(f"--dilate {args.dilate}: must be >= 0")
@@ -77,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--workers {args.workers}: must be >= 0")
     if args.batch_size is not None and args.batch_size < 1:
         raise CliError(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.streams is not None and args.streams < 1:
+        raise CliError(f"--streams {args.streams}: must be >= 1")
     listing_errors: list[tuple[str, str]] = []
     try:
         inputs = discover_inputs(args.input_path, errors=listing_errors)
@@ -94,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(detector.class_names)}"
             )
     batch_size = args.batch_size or (4 if detector.device.type == "cuda" else 1)
+    streams = args.streams or default_streams(detector.device.type)
     args.output_path.mkdir(parents=True, exist_ok=True)
     opts = OutputOptions(
         mode=args.mode,
@@ -116,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
         summary.merge(
             run_images(
                 detector, jobs, opts, args.output_path, batch_size=batch_size,
-                workers=args.workers, overwrite=args.overwrite, max_pixels=args.max_pixels,
-                progress=progress,
+                workers=args.workers, streams=streams, overwrite=args.overwrite,
+                max_pixels=args.max_pixels, progress=progress,
             )
         )  # fmt: skip
     if videos:

@@ -305,3 +305,64 @@ def test_an_image_failing_inference_fails_alone(tiny_detector, tmp_path: Path) -
     assert summary.processed == 2 and [p for p, _ in summary.failed] == [str(root / "1.png")]
     assert lines == [f"cendetect: {root / '1.png'}: inference failed: RuntimeError: out of memory"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "2.png"]
+
+
+def test_streams_give_the_same_outputs_in_input_order(
+    tmp_path: Path, tiny_ckpt: Path, capsys
+) -> None:
+    import torch
+
+    from cendetect.ops import get_num_threads
+
+    root = tmp_path / "input"
+    for i in range(9):
+        write_image(root / f"im{i}.png", make_image(10 + i, 56, 72))
+    # One intra-op thread on both sides: oneDNN's float32 sums depend on the thread count (last
+    # bits), and streams only change which thread runs which image.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        threads = (torch.get_num_threads(), get_num_threads())
+        outs = {}
+        for streams in ("1", "3"):
+            out = tmp_path / f"out{streams}"
+            rc, _, _ = _run(
+                capsys, "--input_path", str(root), "--output_path", str(out),
+                "--checkpoint", str(tiny_ckpt), "--device", "cpu", "--streams", streams,
+                "--batch-size", "2", "--save-json", "coco",
+            )  # fmt: skip
+            assert rc == 0
+            outs[streams] = out
+        # the run gives the threads back
+        assert (torch.get_num_threads(), get_num_threads()) == threads
+    finally:
+        torch.set_num_threads(before)
+    for i in range(9):
+        a = cv2.imread(str(outs["1"] / f"im{i}.png"))
+        b = cv2.imread(str(outs["3"] / f"im{i}.png"))
+        assert a is not None and np.array_equal(a, b), i
+    coco = [json.loads((outs[s] / "coco.json").read_text()) for s in ("1", "3")]
+    assert [im["file_name"] for im in coco[0]["images"]] == [
+        im["file_name"] for im in coco[1]["images"]
+    ]
+    assert coco[0]["annotations"] == coco[1]["annotations"]
+    rc, _, err = _run(capsys, "--input_path", str(root), "--streams", "0")
+    assert rc == 2 and "--streams 0: must be >= 1" in err
+
+
+def test_default_streams_and_thread_shares() -> None:
+    import torch
+
+    from cendetect.ops import get_num_threads
+    from cendetect.pipeline_run import default_streams, stream_threads
+
+    assert default_streams("cuda", cores=16) == 1
+    assert default_streams("cpu", cores=1) == 1
+    assert default_streams("cpu", cores=2) == 2
+    before = (torch.get_num_threads(), get_num_threads())
+    with stream_threads(2) as share:
+        assert share == max(1, before[0] // 2) == torch.get_num_threads()
+        assert get_num_threads() == max(1, before[1] // 2)
+    assert (torch.get_num_threads(), get_num_threads()) == before
+    with stream_threads(1) as share:
+        assert share == before[0]
