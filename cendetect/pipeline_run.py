@@ -10,8 +10,8 @@ On the CPU the model can also run as several *streams*: ``streams`` batches are 
 once, each on its own thread with ``cores / streams`` intra-op threads. One image per core
 group scales better than splitting every operator across all cores (the small operators, NMS
 and the post-processing barely parallelise); on the 2-core test machine two single-threaded
-streams give 1.45x the images/s of one two-threaded stream (docs/benchmarks.md). Results are
-still written in input order.
+streams give 1.15-1.30x the images/s of one two-threaded stream with the default model
+(benchmarks/bench_streams.py, docs/benchmarks.md). Results are still written in input order.
 """
 
 from __future__ import annotations
