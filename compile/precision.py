@@ -101,17 +101,24 @@ class LowPrecision(nn.Module):
     returns the model's raw detections; boxes, scores and mask probabilities are float32.
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        dtype: torch.dtype,
+        channels_last: bool | None = None,
+        fold_batchnorm: bool = True,
+    ) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
-        fold_frozen_batchnorm(self.model)
+        if fold_batchnorm:
+            fold_frozen_batchnorm(self.model)
         for module in self.model.modules():
             if isinstance(module, _LOW_PRECISION_LAYERS):
                 module.to(dtype)
         self.half = dtype == torch.float16
         # bf16 (CPU) runs channels-last: oneDNN's bf16 convolutions need no reorders then, and
         # the CPU RoIAlign kernel reads channels-last features in place.
-        self.channels_last = dtype == torch.bfloat16
+        self.channels_last = dtype == torch.bfloat16 if channels_last is None else channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -126,10 +133,16 @@ class LowPrecision(nn.Module):
         return self.model(x, image_sizes, scale_factors)
 
 
-def with_precision(model: nn.Module, precision: str) -> nn.Module:
-    """``model`` itself for ``'fp32'``, else a :class:`LowPrecision` copy of it."""
+def with_precision(
+    model: nn.Module, precision: str, channels_last: bool | None = None
+) -> nn.Module:
+    """``model`` itself for ``'fp32'``, else a :class:`LowPrecision` copy of it.
+
+    ``channels_last``: None runs bf16 channels-last and fp16 NCHW; export engines pass False
+    (AOTInductor miscompiles the channels-last bf16 model).
+    """
     if precision not in DTYPES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(DTYPES)}")
     if precision == "fp32":
         return model
-    return LowPrecision(model, DTYPES[precision]).eval()
+    return LowPrecision(model, DTYPES[precision], channels_last=channels_last).eval()
