@@ -76,6 +76,7 @@ ENGINES = {
     "eager": ("eager", "fp32"),
     "eager-fp16": ("eager", "fp16"),
     "torchscript": ("torchscript", "fp32"),
+    "torchscript-nhwc": ("torchscript", "fp32-nhwc"),  # channels-last, BatchNorm folded
     "torchscript-bf16": ("torchscript", "bf16"),
     "torchscript-fp16": ("torchscript", "fp16"),
     "aoti": ("aoti", "fp32"),
@@ -128,6 +129,8 @@ def _ours(spec: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], float, Ca
         sizes: dict[str, Any] = {}
         if kind != "torchscript":
             sizes["input_size"] = tuple(spec["padded_hw"])
+        if precision == "fp32-nhwc":
+            precision, sizes["channels_last"] = "fp32", True
         t0 = time.perf_counter()
         compile_engine(
             spec["checkpoint"], artifact, engine=kind, precision=precision, device=device, **sizes

@@ -107,6 +107,7 @@ def compile_engine(
     opt_size: tuple[int, int] | None = None,
     max_size: tuple[int, int] | None = None,
     input_size: tuple[int, int] | None = None,
+    channels_last: bool = False,
 ) -> Manifest:
     """Build the artifact of ``checkpoint`` at ``output`` and return its manifest.
 
@@ -122,6 +123,9 @@ def compile_engine(
         classes: class names for a checkpoint without them.
         min_size, opt_size, max_size: network-input ``(h, w)`` range of an export engine
             (default :func:`default_input_spec`); ``input_size``: one static size instead.
+        channels_last: TorchScript only: an fp32 engine in channels-last memory with BatchNorm
+            folded into the convolutions (faster on CPUs; equal to eager up to float rounding,
+            not bit for bit). bf16 TorchScript engines are channels-last anyway.
 
     Raises:
         EngineError: unknown engine or precision, fp16 on the CPU, CUDA asked for without CUDA,
@@ -158,10 +162,21 @@ def compile_engine(
             "--min/--opt/--max/--input-size apply to export engines (aoti, onnx, trt); a "
             "TorchScript engine takes any input size"
         )
+    if channels_last and engine != "torchscript":
+        raise EngineError(
+            f"--channels-last is for TorchScript engines; --engine {engine} builds NCHW "
+            "(AOTInductor miscompiles channels-last models)"
+        )
     det = Detector.from_checkpoint(checkpoint, device=device, model=model, classes=classes)
     # Export engines stay NCHW: AOTInductor miscompiles the channels-last bf16 model (mean mask
-    # IoU 0.61 against eager fp32 on the default model, 0.95 in NCHW; test_aoti_engine.py).
-    net = _ready(det.model, precision, channels_last=False if engine != "torchscript" else None)
+    # IoU 0.61 against eager fp32 on the default model, 0.95 in NCHW;
+    # tests/compile/test_precision_default_model.py).
+    if engine != "torchscript":
+        layout: bool | None = False
+    else:
+        layout = True if channels_last else None
+    net = _ready(det.model, precision, channels_last=layout)
+    runs_nhwc = bool(getattr(net, "channels_last", False))
     pre = det.preprocess_cfg
     spec = input_spec(pre, *sizes)
     if engine == "torchscript":
@@ -179,6 +194,7 @@ def compile_engine(
         preprocess=pre,
         mask_threshold=det.mask_threshold,
         cendetect_version=cendetect.__version__,
+        layout="channels_last" if runs_nhwc else "nchw",
     )
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     if engine == "torchscript":

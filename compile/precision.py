@@ -10,7 +10,7 @@ probabilities (``cendetect.models.rpn`` / ``roi_heads``); RoIAlign pools in floa
 at run time.
 
 Two inference-only rewrites come with the low dtype (fp32 models are left as they are, so that
-they stay bit-identical to mmdetection):
+they stay bit-identical to mmdetection, unless a channels-last fp32 engine is asked for):
 
 - Frozen BatchNorm that directly follows a plain convolution is folded into it, in float32
   before the weights are rounded: ``w' = w * g / sqrt(v + eps)``, ``b' = b - m * g / sqrt(v + eps)``
@@ -116,6 +116,7 @@ class LowPrecision(nn.Module):
             if isinstance(module, _LOW_PRECISION_LAYERS):
                 module.to(dtype)
         self.half = dtype == torch.float16
+        self.full = dtype == torch.float32  # the fp32 channels-last variant: no cast
         # bf16 (CPU) runs channels-last: oneDNN's bf16 convolutions need no reorders then, and
         # the CPU RoIAlign kernel reads channels-last features in place.
         self.channels_last = dtype == torch.bfloat16 if channels_last is None else channels_last
@@ -127,7 +128,12 @@ class LowPrecision(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         # A bool rather than a dtype attribute: TorchScript types module attributes strictly
         # (and has no Tensor.bfloat16()).
-        x = images.to(torch.float16) if self.half else images.to(torch.bfloat16)
+        if self.full:
+            x = images
+        elif self.half:
+            x = images.to(torch.float16)
+        else:
+            x = images.to(torch.bfloat16)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x, image_sizes, scale_factors)
@@ -136,13 +142,16 @@ class LowPrecision(nn.Module):
 def with_precision(
     model: nn.Module, precision: str, channels_last: bool | None = None
 ) -> nn.Module:
-    """``model`` itself for ``'fp32'``, else a :class:`LowPrecision` copy of it.
+    """The model an engine of ``precision`` is built from.
 
-    ``channels_last``: None runs bf16 channels-last and fp16 NCHW; export engines pass False
-    (AOTInductor miscompiles the channels-last bf16 model).
+    ``'fp32'``: ``model`` itself (bit-equal to eager), or with ``channels_last=True`` a
+    :class:`LowPrecision` float32 copy with folded BatchNorm in channels-last memory (faster on
+    CPUs, equal to eager only up to float rounding). ``'fp16'`` / ``'bf16'``: a
+    :class:`LowPrecision` copy; ``channels_last`` None runs bf16 channels-last and fp16 NCHW;
+    export engines pass False (AOTInductor miscompiles the channels-last bf16 model).
     """
     if precision not in DTYPES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(DTYPES)}")
-    if precision == "fp32":
+    if precision == "fp32" and not channels_last:
         return model
     return LowPrecision(model, DTYPES[precision], channels_last=channels_last).eval()

@@ -122,6 +122,8 @@ class Manifest:
         mask_threshold: binarisation threshold of the pasted masks.
         cendetect_version: version of the package that built it.
         format_version: version of this manifest layout.
+        layout: ``'nchw'`` or ``'channels_last'``: the memory format the program's
+            convolutions run in (channels-last: BatchNorm folded into the convolutions).
     """
 
     engine: str
@@ -137,6 +139,7 @@ class Manifest:
     mask_threshold: float = 0.5
     cendetect_version: str = ""
     format_version: int = FORMAT_VERSION
+    layout: str = "nchw"
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -170,6 +173,7 @@ class Manifest:
                 mask_threshold=float(d.get("mask_threshold", 0.5)),
                 cendetect_version=str(d.get("cendetect_version", "")),
                 format_version=int(d.get("format_version", FORMAT_VERSION)),
+                layout=str(d.get("layout", "nchw")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise EngineError(

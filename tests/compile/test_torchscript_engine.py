@@ -82,3 +82,44 @@ def test_detector_from_engine_gives_eager_results(eager: Detector, r50_ts: Path)
         torch.from_numpy(out.boxes), torch.from_numpy(ref.boxes), atol=1e-4, rtol=1e-4
     )
     assert (out.masks != ref.masks).mean() < 1e-5
+
+
+@pytest.mark.slow
+def test_channels_last_fp32_engine_matches_eager(
+    eager: Detector, mmdet2_r50_ckpt: Path, tmp_path: Path
+) -> None:
+    # fp32 in channels-last memory with BatchNorm folded: equal to eager up to float rounding,
+    # so matched by IoU as the AOTI engine is (test_aoti_engine.py), not compared at 1e-4.
+    import cv2
+
+    from cendetect.compile.build import compile_engine
+    from cendetect.engine import to_detections
+    from cendetect.engine.runners import EngineError, read_manifest
+    from cendetect.models.layers import FrozenBatchNorm2d
+    from tests.compile.matching import match_detections
+
+    out = tmp_path / "r50_nhwc.ts"
+    manifest = compile_engine(mmdet2_r50_ckpt, out, channels_last=True)
+    assert (manifest.precision, manifest.layout) == ("fp32", "channels_last")
+    assert read_manifest(out).layout == "channels_last"
+    runner = load_engine(out)
+    # the eager model keeps its BatchNorms (the engine folded a copy)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in eager.model.modules())
+    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=(320, 224))
+    for path in IMAGES:
+        batch = preprocess([cv2.imread(str(path))], cfg)
+        with torch.inference_mode():
+            ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
+            out_raw = runner(batch)
+        assert out_raw[0].dtype == torch.float32
+        names = eager.class_names
+        (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
+        (got,) = to_detections(out_raw, batch, names, eager.mask_threshold)
+        rep = match_detections(ref, got, box_iou_thr=0.99)
+        assert rep.matched >= 0.97 * rep.total, f"{path.name}: {rep.matched}/{rep.total}"
+        assert rep.max_score_diff <= 1e-3, path.name
+        assert rep.mean_mask_iou >= 0.98, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
+    with pytest.raises(EngineError, match="--channels-last is for TorchScript"):
+        compile_engine(mmdet2_r50_ckpt, tmp_path / "x.pt2", engine="aoti", channels_last=True)
+    # the default TorchScript fp32 engine stays NCHW (bit-equal to eager)
+    assert compile_engine(mmdet2_r50_ckpt, tmp_path / "n.ts").layout == "nchw"
