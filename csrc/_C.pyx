@@ -129,31 +129,37 @@ def roi_align(const real[:, :, :, ::1] input, const real[:, ::1] rois, real[:, :
     return bad
 
 
+cdef int64_t _level_shapes(list feats, list spatial_scales, int h_axis,
+                           vector[int64_t]& heights, vector[int64_t]& widths,
+                           vector[double]& scales) except? -1:
+    """Appends each level's height (axis h_axis), width (the next axis) and scale; returns the
+    batch size (0 with no levels)."""
+    cdef int64_t batch = 0
+    for level, feat in enumerate(feats):
+        batch = feat.shape[0]
+        heights.push_back(feat.shape[h_axis])
+        widths.push_back(feat.shape[h_axis + 1])
+        scales.push_back(spatial_scales[level])
+    return batch
+
+
 def multi_level_roi_align(list feats, const real[:, ::1] rois, real[:, :, :, ::1] out,
                           list spatial_scales, int64_t sampling_ratio, cbool aligned,
                           int64_t finest_scale) -> int:
     """Fills out [K, C, s, s] from the roi's FPN level; returns as roi_align."""
     cdef int64_t k = rois.shape[0]
-    cdef int64_t levels = len(feats)
-    cdef int64_t batch = 0
     cdef vector[const real*] ptrs
-    cdef vector[int64_t] heights
-    cdef vector[int64_t] widths
+    cdef vector[int64_t] heights, widths
     cdef vector[double] scales
     cdef const real[:, :, :, ::1] feat
-    cdef int64_t bad
+    cdef int64_t levels = len(feats)
+    cdef int64_t batch, bad
     if k == 0 or out.shape[1] == 0:
         return -1
-    for level in range(levels):
-        feat = feats[level]
-        batch = feat.shape[0]
-        heights.push_back(feat.shape[2])
-        widths.push_back(feat.shape[3])
-        scales.push_back(spatial_scales[level])
-        if feat.shape[0] > 0 and feat.shape[1] > 0 and feat.shape[2] > 0 and feat.shape[3] > 0:
-            ptrs.push_back(&feat[0, 0, 0, 0])
-        else:
-            ptrs.push_back(NULL)
+    batch = _level_shapes(feats, spatial_scales, 2, heights, widths, scales)
+    for f in feats:
+        feat = f
+        ptrs.push_back(&feat[0, 0, 0, 0] if feat.size > 0 else NULL)
     # The list keeps every array alive; `feat` only borrowed their buffers.
     with nogil:
         bad = c_multi_level_roi_align(
@@ -168,26 +174,18 @@ def multi_level_roi_align_nhwc(list feats, const real[:, ::1] rois, real[:, :, :
                                int64_t finest_scale) -> int:
     """Channels-last multi_level_roi_align: feats [B, H, W, C], out [K, s, s, C]."""
     cdef int64_t k = rois.shape[0]
-    cdef int64_t levels = len(feats)
-    cdef int64_t batch = 0
     cdef vector[const real*] ptrs
-    cdef vector[int64_t] heights
-    cdef vector[int64_t] widths
+    cdef vector[int64_t] heights, widths
     cdef vector[double] scales
     cdef const real[:, :, :, ::1] feat
-    cdef int64_t bad
+    cdef int64_t levels = len(feats)
+    cdef int64_t batch, bad
     if k == 0 or out.shape[3] == 0:
         return -1
-    for level in range(levels):
-        feat = feats[level]
-        batch = feat.shape[0]
-        heights.push_back(feat.shape[1])
-        widths.push_back(feat.shape[2])
-        scales.push_back(spatial_scales[level])
-        if feat.shape[0] > 0 and feat.shape[1] > 0 and feat.shape[2] > 0 and feat.shape[3] > 0:
-            ptrs.push_back(&feat[0, 0, 0, 0])
-        else:
-            ptrs.push_back(NULL)
+    batch = _level_shapes(feats, spatial_scales, 1, heights, widths, scales)
+    for f in feats:
+        feat = f
+        ptrs.push_back(&feat[0, 0, 0, 0] if feat.size > 0 else NULL)
     with nogil:
         bad = c_multi_level_roi_align_nhwc(
             ptrs.data(), heights.data(), widths.data(), scales.data(), levels, batch,
@@ -202,26 +200,18 @@ def multi_level_roi_align_nhwc_bf16(list feats, const float[:, ::1] rois,
                                     int64_t finest_scale) -> int:
     """As multi_level_roi_align_nhwc for bfloat16 features passed as their uint16 bits."""
     cdef int64_t k = rois.shape[0]
-    cdef int64_t levels = len(feats)
-    cdef int64_t batch = 0
     cdef vector[const uint16_t*] ptrs
-    cdef vector[int64_t] heights
-    cdef vector[int64_t] widths
+    cdef vector[int64_t] heights, widths
     cdef vector[double] scales
     cdef const uint16_t[:, :, :, ::1] feat
-    cdef int64_t bad
+    cdef int64_t levels = len(feats)
+    cdef int64_t batch, bad
     if k == 0 or out.shape[3] == 0:
         return -1
-    for level in range(levels):
-        feat = feats[level]
-        batch = feat.shape[0]
-        heights.push_back(feat.shape[1])
-        widths.push_back(feat.shape[2])
-        scales.push_back(spatial_scales[level])
-        if feat.shape[0] > 0 and feat.shape[1] > 0 and feat.shape[2] > 0 and feat.shape[3] > 0:
-            ptrs.push_back(&feat[0, 0, 0, 0])
-        else:
-            ptrs.push_back(NULL)
+    batch = _level_shapes(feats, spatial_scales, 1, heights, widths, scales)
+    for f in feats:
+        feat = f
+        ptrs.push_back(&feat[0, 0, 0, 0] if feat.size > 0 else NULL)
     with nogil:
         bad = c_multi_level_roi_align_nhwc(
             ptrs.data(), heights.data(), widths.data(), scales.data(), levels, batch,
