@@ -12,12 +12,14 @@ at run time.
 Two inference-only rewrites come with the low dtype (fp32 models are left as they are, so that
 they stay bit-identical to mmdetection, unless a channels-last fp32 engine is asked for):
 
-- Frozen BatchNorm that directly follows a plain convolution is folded into it, in float32
-  before the weights are rounded: ``w' = w * g / sqrt(v + eps)``, ``b' = b - m * g / sqrt(v + eps)``
-  (:func:`fold_frozen_batchnorm`). One rounding of the convolution's output fewer, and one
-  memory pass per layer fewer. Other Frozen BatchNorms keep float32 statistics.
-- bf16 models run channels-last (NHWC memory): oneDNN's bf16 convolutions are fastest there
-  and the CPU RoIAlign kernel reads channels-last features in place.
+- Frozen BatchNorm that directly follows a plain convolution is folded into it, in float64,
+  then rounded once to the engine dtype: ``w' = w * g / sqrt(v + eps)``,
+  ``b' = b - m * g / sqrt(v + eps)`` (:func:`fold_frozen_batchnorm`). One rounding of the
+  convolution's output fewer, and one memory pass per layer fewer. Other Frozen BatchNorms keep
+  float32 statistics.
+- bf16 TorchScript models run channels-last (NHWC memory): oneDNN's bf16 convolutions are
+  fastest there and the CPU RoIAlign kernel reads channels-last features in place. Export
+  engines build NCHW (AOTInductor miscompiles the channels-last bf16 model).
 """
 
 from __future__ import annotations
