@@ -23,6 +23,14 @@ The detector is exported whole with standard ONNX operators; our custom ops beco
 - ``cendetect::multi_level_roi_align`` -> the level of each roi computed with ONNX arithmetic,
   then per level ``NonZero`` -> ``Gather`` -> ``RoiAlign`` -> ``ScatterND`` into a zero tensor
   (NaN levels, rois of negative area, keep zeros as in mmdetection).
+- ``cendetect::deform_conv2d`` (mmcv deformable convolution v1, the cascade's DCN) ->
+  ``GridSample`` + ``MatMul``: every tap's sampling points go into one grid, ``GridSample``
+  (``bilinear``, ``padding_mode='zeros'``, ``align_corners=0``) reads the columns
+  ``[B, C * kh * kw, Ho * Wo]``, and one batched ``MatMul`` with the weights does the
+  convolution. ``GridSample``'s zero padding gives mmcv's sampling rule exactly: a point with
+  ``y <= -1``, ``y >= H`` (or the same in x) has all four corners outside and reads 0, and a
+  point inside reads its in-range corners with the bilinear weights, out-of-range corners as 0
+  (ONNX's ``DeformConv`` would need opset 19 for the whole graph; ``GridSample`` is opset 16).
 - ``cendetect_export::materialize`` (the Inductor workaround of ``compile.export``) ->
   ``Identity``.
 
@@ -58,6 +66,9 @@ def translation_table() -> dict[object, object]:
 
     def _i64(values: Sequence[int]):
         return op.Constant(value_ints=list(values))
+
+    def _f(values: Sequence[float]):
+        return op.Constant(value_floats=list(values))
 
     def nms(boxes, scores, iou_threshold: float):
         """boxes [N, 4] x1y1x2y2, scores [N] -> kept indices [K] int64, score order."""
@@ -149,6 +160,66 @@ def translation_table() -> dict[object, object]:
             out = op.ScatterND(out, inds, pooled)
         return out
 
+    def _dim(x, axis: int):
+        return op.Slice(op.Shape(x), _i64([axis]), _i64([axis + 1]), _i64([0]))  # [1] int64
+
+    def deform_conv2d(input, offset, weight, stride, padding, dilation, groups, deform_groups):
+        """input [B, C, H, W], offset [B, dg * 2 * kh * kw, Ho, Wo] (dy, dx per tap), weight
+        [O, C / groups, kh, kw] -> [B, O, Ho, Wo]. Tap (i, j) of output (ho, wo) samples
+        ``y = ho * sh - ph + i * dh + dy``, ``x = wo * sw - pw + j * dw + dx`` (pixel centres
+        at integers; normalised for GridSample's align_corners=0 as (2 x + 1) / W - 1)."""
+        dg, grp = int(deform_groups), int(groups)
+        kh, kw = _dim(weight, 2), _dim(weight, 3)
+        out_h, out_w = _dim(offset, 2), _dim(offset, 3)
+        taps = op.Mul(kh, kw)
+
+        def count(n):  # 0, 1, ..., n - 1 for a [1] int64 size
+            return op.Range(op.Constant(value_int=0), op.Squeeze(n), op.Constant(value_int=1))
+
+        def axis_base(tap_count, out_size, s: int, pd: int, dl: int, rows: bool):
+            # this axis' tap offsets on the [kh, kw] grid, flattened to [taps, 1, 1], plus the
+            # output positions, [1, Ho, 1] (rows) or [1, 1, Wo] (columns)
+            tap = op.Unsqueeze(op.Mul(count(tap_count), _i64([dl])), _i64([1] if rows else [0]))
+            tap = op.Reshape(op.Expand(tap, op.Concat(kh, kw, axis=0)), _i64([-1, 1, 1]))
+            pos = op.Sub(op.Mul(count(out_size), _i64([s])), _i64([pd]))
+            pos = op.Unsqueeze(pos, _i64([0, 2] if rows else [0, 1]))
+            return op.CastLike(op.Add(tap, pos), offset)
+
+        base_y = axis_base(kh, out_h, stride[0], padding[0], dilation[0], rows=True)
+        base_x = axis_base(kw, out_w, stride[1], padding[1], dilation[1], rows=False)
+        off = op.Reshape(offset, op.Concat(_i64([0, dg]), _i64([-1, 2]), out_h, out_w, axis=0))
+        # sampling points [B, dg, taps, Ho, Wo]
+        y = op.Add(base_y, op.Gather(off, op.Constant(value_int=0), axis=3))
+        x = op.Add(base_x, op.Gather(off, op.Constant(value_int=1), axis=3))
+        two, unit = op.CastLike(_f([2.0]), offset), op.CastLike(_f([1.0]), offset)
+
+        def normalise(v, size):
+            return op.Sub(op.Div(op.Add(op.Mul(v, two), unit), op.CastLike(size, offset)), unit)
+
+        grid = op.Concat(
+            op.Unsqueeze(normalise(x, _dim(input, 3)), _i64([-1])),
+            op.Unsqueeze(normalise(y, _dim(input, 2)), _i64([-1])),
+            axis=-1,
+        )
+        grid_shape = op.Concat(_i64([-1]), op.Mul(taps, out_h), out_w, _i64([2]), axis=0)
+        grid = op.Reshape(grid, grid_shape)  # [B * dg, taps * Ho, Wo, 2]
+        group_channels = op.Div(_dim(input, 1), _i64([dg]))
+        feats = op.Reshape(
+            input, op.Concat(_i64([-1]), group_channels, _dim(input, 2), _dim(input, 3), axis=0)
+        )
+        sampled = op.GridSample(  # [B * dg, C / dg, taps * Ho, Wo]
+            feats, grid, align_corners=0, mode="bilinear", padding_mode="zeros"
+        )
+        hw = op.Mul(out_h, out_w)
+        batch = _dim(input, 0)
+        columns = op.Reshape(sampled, op.Concat(batch, _i64([grp, -1]), hw, axis=0))
+        out_channels = _dim(weight, 0)
+        w = op.Reshape(
+            weight, op.Concat(_i64([grp]), op.Div(out_channels, _i64([grp])), _i64([-1]), axis=0)
+        )
+        out = op.MatMul(w, columns)  # [B, groups, O / groups, Ho * Wo]
+        return op.Reshape(out, op.Concat(batch, out_channels, out_h, out_w, axis=0))
+
     def materialize(x):
         return op.Identity(x)
 
@@ -161,6 +232,7 @@ def translation_table() -> dict[object, object]:
         ops.cendetect.batched_nms.default: batched_nms,
         ops.cendetect.roi_align.default: roi_align,
         ops.cendetect.multi_level_roi_align.default: multi_level_roi_align,
+        ops.cendetect.deform_conv2d.default: deform_conv2d,
         ops.cendetect_export.materialize.default: materialize,
     }
 
