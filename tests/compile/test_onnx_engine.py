@@ -22,7 +22,6 @@ from cendetect import Detector
 from cendetect.compile.build import compile_engine
 from cendetect.engine import preprocess, to_detections
 from cendetect.engine.runners import EngineError, load_engine, read_manifest
-from cendetect.zoo import default_checkpoint
 from tests.compile.matching import match_detections
 from tests.conftest import DATA
 from tests.weights import save_mmdet2_checkpoint
@@ -221,13 +220,20 @@ def test_manifest_and_standard_ops(r50_onnx: Path) -> None:
     assert images[0].dim_value == 1 and images[2].dim_param and images[3].dim_param
 
 
-def _parity(eager: Detector, runner, min_fraction: float, min_mask_iou: float = 0.98) -> list[str]:
-    """Run eager and ``runner`` on the four fixture images (small scale) and match them: the
+def _parity(
+    eager: Detector,
+    runner,
+    min_fraction: float,
+    min_mask_iou: float = 0.98,
+    images: list[Path] = IMAGES,
+) -> list[str]:
+    """Run eager and ``runner`` on ``images`` (small scale; default the four fixture images,
+    which give four input sizes) and match them: the
     same number of detections, ``min_fraction`` of them matched at box IoU 0.99, scores within
     1e-3, every matched mask at IoU >= ``min_mask_iou`` and their mean >= 0.99."""
     cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=SMALL)
     sizes, notes = set(), []
-    for path in IMAGES:
+    for path in images:
         batch = preprocess([cv2.imread(str(path))], cfg)
         sizes.add(tuple(batch.images.shape[-2:]))
         with torch.inference_mode():
@@ -246,7 +252,7 @@ def _parity(eager: Detector, runner, min_fraction: float, min_mask_iou: float = 
         assert rep.mean_mask_iou >= 0.99, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
         notes.append(f"{path.name}: {rep.matched}/{rep.total}, mask IoU min {low:.4f} "
                      f"mean {rep.mean_mask_iou:.4f}")  # fmt: skip
-    assert len(sizes) >= 3, f"the fixture images should give several input sizes, got {sizes}"
+    assert len(sizes) >= min(3, len(images)), f"the images should give several sizes: {sizes}"
     return notes
 
 
@@ -268,18 +274,13 @@ def test_onnx_full_optimisation_nearly_matches(eager: Detector, r50_onnx: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", ["point_rend_r50_fpn", "cascade_mask_rcnn_r50_fpn_dconv", "mobilenet_v2_fpn"]
-)
+@pytest.mark.parametrize("name", ["point_rend_r50_fpn", "cascade_mask_rcnn_r50_fpn_dconv"])
 def test_other_architectures_match_eager(name: str, checkpoint_dir: Path, tmp_path: Path) -> None:
-    """PointRend (point sampling on top-k uncertainty, data-dependent), the 3-stage cascade
-    with deformable convolutions in the backbone, and the bundled default model: every eager
-    detection matched at box IoU 0.99, mask IoU >= 0.98, at the same sizes as the R50 check."""
-    if name == "mobilenet_v2_fpn":
-        ckpt = default_checkpoint()
-        assert ckpt is not None, "the default model must ship with the package"
-    else:
-        ckpt = save_mmdet2_checkpoint(DATA / "mmdet" / name, checkpoint_dir / f"onnx_{name}.pth")
+    """PointRend (point sampling on top-k uncertainty, data-dependent) and the 3-stage cascade
+    with deformable convolutions in the backbone: every eager detection matched at box IoU 0.99
+    on two fixture images of different network sizes (224x224, 192x320; two, not four, to keep
+    the suite's time: eager PointRend with 100 refined masks takes ~5 s per image)."""
+    ckpt = save_mmdet2_checkpoint(DATA / "mmdet" / name, checkpoint_dir / f"onnx_{name}.pth")
     out = tmp_path / f"{name}.onnx"
     compile_engine(ckpt, out, engine="onnx", min_size=(64, 64), opt_size=(224, 320),
                    max_size=(320, 320))  # fmt: skip
@@ -288,9 +289,13 @@ def test_other_architectures_match_eager(name: str, checkpoint_dir: Path, tmp_pa
     if name.startswith("cascade"):
         assert any(n.op_type == "GridSample" for n in model.graph.node)
     # A mask of a few dozen pixels loses ~3 % IoU per flipped pixel: the cascade's three stages
-    # carry the float noise of the random weights furthest (measured min 0.969 on astronaut)
+    # carry the float noise of the random weights furthest (measured min 0.969-0.972 on astronaut)
     notes = _parity(
-        Detector.from_checkpoint(ckpt, device="cpu"), load_engine(out), 1.0, min_mask_iou=0.95
+        Detector.from_checkpoint(ckpt, device="cpu"),
+        load_engine(out),
+        1.0,
+        min_mask_iou=0.95,
+        images=[IMAGES[0], IMAGES[2]],  # astronaut, kite
     )
     print(name, notes)
 

@@ -5,11 +5,14 @@ the default model is trained, so its features are not noise. Detections are matc
 (an unmatched one counts as mask IoU 0); the reference detections are those above CenDetect's
 default confidence (0.3), the ones a user sees.
 
-The compile issue's bar is a mean mask IoU >= 0.97. It is NOT met: measured 0.944 over the 4
-samples + 30 val images (145 detections, 2 unmatched; 0.957 over the matched ones), and 0.876
-on the 4 samples alone (21 detections, 2 unmatched near the 0.3 cut). Keeping the RoI heads in
-fp32 changes nothing (0.943): the difference comes from bf16 backbone/FPN features
-(docs/engines.md). This test guards the measured level, not the issue's bar.
+The compile issue's bar is a mean mask IoU >= 0.97. Measured with the default model trained for
+3,100 iterations (docs/default_model.md): **0.980 on the 4 samples** (15 detections, all
+matched), which this test holds at the bar. Over more images it is not met: 0.959 over the 4
+samples + the first 30 val images of the synthetic dataset (156 detections), 0.957 over the
+samples + 100 val images (442 detections, 2 unmatched; benchmarks/bf16_agreement.py). The
+earlier, 700-iteration model gave 0.876 on the samples and 0.944 with the 30 val images: the
+gap follows the model's training, since bf16 moves a detection's mask mostly through its box
+(docs/engines.md).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from cendetect.compile.precision import with_precision
 from cendetect.engine import preprocess, to_detections
 from cendetect.pipeline import select
 from cendetect.zoo import default_checkpoint
-from tests.compile.matching import match_detections
+from tests.compile.matching import low_precision_agreement, match_detections
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*.jpg"))
 CONFIDENCE = 0.3
@@ -52,24 +55,13 @@ def test_samples_exist() -> None:
 @pytest.mark.slow
 def test_bf16_masks_agree_with_fp32(det: Detector) -> None:
     low = with_precision(det.model, "bf16")
-    ious: list[float] = []
-    total = 0
-    for path in SAMPLES:
-        batch = preprocess([cv2.imread(str(path))], det.preprocess_cfg)
-        args = (batch.images, batch.image_sizes, batch.scale_factors)
-        with torch.inference_mode():
-            (ref,) = to_detections(det.model(*args), batch, det.class_names, det.mask_threshold)
-            (out,) = to_detections(low(*args), batch, det.class_names, det.mask_threshold)
-        ref = select(ref, confidence=CONFIDENCE)
-        rep = match_detections(ref, out, box_iou_thr=0.5)
-        ious += rep.mask_ious + [0.0] * (rep.total - rep.matched)
-        total += rep.total
+    ious = low_precision_agreement(det, low, SAMPLES, CONFIDENCE)
+    total = len(ious)
     assert total >= 4, f"the default model found only {total} regions on the samples"
     mean = float(np.mean(ious))
     print(f"bf16 vs fp32 on {len(SAMPLES)} samples: {total} detections, mean mask IoU {mean:.4f}")
-    matched = [x for x in ious if x > 0]
-    assert mean >= 0.85, ious  # measured 0.876 (2 of 21 unmatched)
-    assert float(np.mean(matched)) >= 0.95, ious  # measured 0.98
+    assert mean >= 0.97, ious  # the issue's bar; measured 0.980 (15 of 15 matched)
+    assert min(ious) >= 0.9, ious  # measured min 0.938
 
 
 @pytest.mark.slow

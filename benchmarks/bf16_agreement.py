@@ -1,0 +1,71 @@
+"""bf16 against fp32 on a trained checkpoint: mean mask IoU of IoU-matched detections.
+
+The protocol of ``tests/compile/test_precision_default_model.py`` over more images: the
+reference is the fp32 model's detections above ``--confidence`` (0.3), each matched to the bf16
+model's detection of the same label with the highest box IoU (>= 0.5, greedy in score order);
+an unmatched reference counts as mask IoU 0. Masks are compared at full image resolution. The
+bf16 model is :func:`cendetect.compile.precision.with_precision` (what ``cendetect-compile
+--bf16`` builds, before scripting), both run in memory.
+
+Usage (repo root):
+    .venv/bin/python benchmarks/bf16_agreement.py [--checkpoint CKPT] \\
+        [--images samples /work/data/synth_v1/val] [--limit 0 30]
+``--limit`` gives the number of (sorted) images taken from each folder (0 = all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXTS = {".jpg", ".jpeg", ".png"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", help="default: the bundled default model")
+    p.add_argument("--images", nargs="+", default=[str(REPO / "samples")])
+    p.add_argument("--limit", nargs="+", type=int, default=[0])
+    p.add_argument("--confidence", type=float, default=0.3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+    import torch
+
+    from cendetect import Detector
+    from cendetect.compile.precision import with_precision
+    from cendetect.zoo import default_checkpoint
+    from tests.compile.matching import low_precision_agreement
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = args.checkpoint or default_checkpoint()
+    if ckpt is None:
+        raise SystemExit("no --checkpoint and no bundled default model")
+    limits = args.limit + [args.limit[-1]] * (len(args.images) - len(args.limit))
+    paths: list[Path] = []
+    for folder, limit in zip(args.images, limits):
+        found = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in EXTS)
+        paths += found[:limit] if limit else found
+    det = Detector.from_checkpoint(ckpt, device="cpu")
+    low = with_precision(det.model, "bf16")
+    t0 = time.perf_counter()
+    ious = low_precision_agreement(det, low, paths, args.confidence)
+    a = np.asarray(ious)
+    if a.size == 0:
+        raise SystemExit("no fp32 detections above the confidence on these images")
+    unmatched, seconds = int((a == 0).sum()), time.perf_counter() - t0
+    print(
+        f"{ckpt}: {len(paths)} images, {a.size} detections, {unmatched} unmatched; "
+        f"mean mask IoU {a.mean():.4f} (matched only {a[a > 0].mean():.4f}), "
+        f"10th percentile {np.percentile(a, 10):.3f}; {seconds:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
