@@ -70,6 +70,9 @@ def translation_table() -> dict[object, object]:
     def _f(values: Sequence[float]):
         return op.Constant(value_floats=list(values))
 
+    def _dim(x, axis: int):
+        return op.Slice(op.Shape(x), _i64([axis]), _i64([axis + 1]), _i64([0]))  # [1] int64
+
     def nms(boxes, scores, iou_threshold: float):
         """boxes [N, 4] x1y1x2y2, scores [N] -> kept indices [K] int64, score order."""
         b = op.Unsqueeze(boxes, _i64([0]))
@@ -146,10 +149,7 @@ def translation_table() -> dict[object, object]:
         )
         # NaN (negative area) matches no level: the roi keeps zeros, as in mmdetection
         level = op.Where(op.IsNaN(log2), op.CastLike(op.Constant(value_float=-1.0), area), level)
-        channels = op.Slice(op.Shape(feats[0]), _i64([1]), _i64([2]), _i64([0]))
-        shape = op.Concat(
-            op.Slice(op.Shape(rois), _i64([0]), _i64([1]), _i64([0])), channels, _i64(size), axis=0
-        )
+        shape = op.Concat(_dim(rois, 0), _dim(feats[0], 1), _i64(size), axis=0)
         out = op.ConstantOfShape(shape, value=_zero_tensor())
         out = op.CastLike(out, feats[0])
         for lvl, feat in enumerate(feats):
@@ -159,9 +159,6 @@ def translation_table() -> dict[object, object]:
             pooled = _pool(feat, sub, size, spatial_scales[lvl], sampling_ratio, aligned)
             out = op.ScatterND(out, inds, pooled)
         return out
-
-    def _dim(x, axis: int):
-        return op.Slice(op.Shape(x), _i64([axis]), _i64([axis + 1]), _i64([0]))  # [1] int64
 
     def deform_conv2d(input, offset, weight, stride, padding, dilation, groups, deform_groups):
         """input [B, C, H, W], offset [B, dg * 2 * kh * kw, Ho, Wo] (dy, dx per tap), weight
@@ -196,17 +193,16 @@ def translation_table() -> dict[object, object]:
         def normalise(v, size):
             return op.Sub(op.Div(op.Add(op.Mul(v, two), unit), op.CastLike(size, offset)), unit)
 
+        height, width = _dim(input, 2), _dim(input, 3)
         grid = op.Concat(
-            op.Unsqueeze(normalise(x, _dim(input, 3)), _i64([-1])),
-            op.Unsqueeze(normalise(y, _dim(input, 2)), _i64([-1])),
+            op.Unsqueeze(normalise(x, width), _i64([-1])),
+            op.Unsqueeze(normalise(y, height), _i64([-1])),
             axis=-1,
         )
         grid_shape = op.Concat(_i64([-1]), op.Mul(taps, out_h), out_w, _i64([2]), axis=0)
         grid = op.Reshape(grid, grid_shape)  # [B * dg, taps * Ho, Wo, 2]
         group_channels = op.Div(_dim(input, 1), _i64([dg]))
-        feats = op.Reshape(
-            input, op.Concat(_i64([-1]), group_channels, _dim(input, 2), _dim(input, 3), axis=0)
-        )
+        feats = op.Reshape(input, op.Concat(_i64([-1]), group_channels, height, width, axis=0))
         sampled = op.GridSample(  # [B * dg, C / dg, taps * Ho, Wo]
             feats, grid, align_corners=0, mode="bilinear", padding_mode="zeros"
         )
