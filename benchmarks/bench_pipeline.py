@@ -22,8 +22,12 @@ pixel for pixel. Each side runs in its own subprocess with torch's default threa
 processes' CPU use during each run is printed (``/proc/stat``), and ``--wait-quiet S`` waits up
 to S seconds for the machine to be quiet first.
 
+``--engine KIND [--bf16]`` runs both sides on one compiled artifact instead of eager (built
+before the timed runs).
+
 Usage (repo root):
     .venv/bin/python benchmarks/bench_pipeline.py [--images 200] [--model r50|default|tiny]
+        [--engine eager|torchscript|aoti|onnx] [--bf16]
 The script is also the baseline worker (``--worker baseline``).
 """
 
@@ -61,14 +65,20 @@ def wait_quiet(max_wait_s: float, threshold_cores: float = 0.2, sample_s: float 
             return cores
 
 
-def baseline(input_dir: Path, output_dir: Path, checkpoint: Path, confidence: float) -> None:
-    """CenDetect's det.py loop on our Detector; prints the loop's images/s as JSON."""
+def baseline(
+    input_dir: Path, output_dir: Path, checkpoint: Path, confidence: float, engine: str | None
+) -> None:
+    """CenDetect's det.py loop on our Detector (eager, or the ``engine`` artifact); prints the
+    loop's images/s as JSON."""
     import cv2
     import numpy as np
 
     from cendetect import Detector
 
-    detector = Detector.from_checkpoint(checkpoint)
+    if engine:
+        detector = Detector.from_engine(engine, checkpoint=checkpoint)
+    else:
+        detector = Detector.from_checkpoint(checkpoint)
     paths = sorted(input_dir.glob("*.png"))
     t0 = time.perf_counter()
     for p in paths:
@@ -140,13 +150,24 @@ def main(argv: list[str] | None = None) -> int:
         "--streams", type=int, help="ours: inference streams (default: cendetect run's default)"
     )
     p.add_argument("--confidence", type=float, default=0.3)
+    p.add_argument(
+        "--engine",
+        choices=("eager", "torchscript", "aoti", "onnx"),
+        default="eager",
+        help="the engine both sides run: built once before the timed runs (not timed), then "
+        "the loop loads it with Detector.from_engine and cendetect run with --engine PATH",
+    )
+    p.add_argument("--bf16", action="store_true", help="a bf16 engine (torchscript, aoti)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S")
     p.add_argument("--worker", choices=("baseline",), help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         spec = json.loads(args.spec)
-        baseline(Path(spec["in"]), Path(spec["out"]), Path(spec["ckpt"]), spec["confidence"])
+        baseline(
+            Path(spec["in"]), Path(spec["out"]), Path(spec["ckpt"]), spec["confidence"],
+            spec["engine"],
+        )  # fmt: skip
         return 0
     import cv2
     import numpy as np
@@ -157,8 +178,19 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = _checkpoint(tmp, model)
         _make_inputs(tmp / "in", args.images, args.size)
         (tmp / "base").mkdir()
+        engine = None
+        if args.engine != "eager" or args.bf16:
+            from cendetect.compile import compile_engine
+            from cendetect.engine.runners import ENGINE_KINDS
+
+            kind = "torchscript" if args.engine == "eager" else args.engine
+            engine = str(tmp / f"engine{ENGINE_KINDS[kind]}")
+            t0 = time.perf_counter()
+            compile_engine(ckpt, engine, engine=kind, precision="bf16" if args.bf16 else "fp32")
+            print(f"built {kind} {'bf16' if args.bf16 else 'fp32'} in "
+                  f"{time.perf_counter() - t0:.0f} s (not timed)")  # fmt: skip
         spec = {"in": str(tmp / "in"), "out": str(tmp / "base"), "ckpt": str(ckpt),
-                "confidence": args.confidence}  # fmt: skip
+                "confidence": args.confidence, "engine": engine}  # fmt: skip
         runs = {
             "det.py loop": [sys.executable, __file__, "--worker", "baseline", "--spec",
                             json.dumps(spec)],
@@ -168,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                               "--confidence", str(args.confidence),
                               "--batch-size", str(args.batch_size),
                               "--workers", str(args.workers)]
-                              + (["--streams", str(args.streams)] if args.streams else []),
+                              + (["--streams", str(args.streams)] if args.streams else [])
+                              + (["--engine", engine] if engine else []),
         }  # fmt: skip
         results = {}
         for name, cmd in runs.items():
@@ -192,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     }[model]
     print(f"{n} images {args.size}x{args.size}, {scale}, CPU, "
           f"{os.cpu_count()} cores; batch {args.batch_size}, workers {args.workers}, "
-          f"streams {args.streams or 'default'}")  # fmt: skip
+          f"streams {args.streams or 'default'}; engine {args.engine}"
+          f"{' bf16' if args.bf16 else ''}")  # fmt: skip
     print(f"{'':16}{'end-to-end img/s':>18}{'loop img/s':>12}{'other load':>12}")
     for name, (wall, loop, others) in results.items():
         print(f"{name:16}{n / wall:18.3f}{n / loop:12.3f}{others:11.2f}c")

@@ -1,10 +1,11 @@
-"""Checkpoint -> model -> one engine artifact with its manifest (``compile_engine``)."""
+"""Checkpoint -> model -> engine artifacts with their manifests (``compile_engine``,
+``compile_engines`` for several engines of one checkpoint from one export)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from cendetect.config import PreprocessConfig
 from cendetect.engine.runners import ENGINE_KINDS, PRECISIONS, EngineError, InputSpec, Manifest
 from cendetect.engine.runners.manifest import file_sha256, require_engine_package
 
-__all__ = ["compile_engine", "default_input_spec", "input_spec", "parse_size"]
+__all__ = ["compile_engine", "compile_engines", "default_input_spec", "input_spec", "parse_size"]
 
 #: the smallest dynamic input side: the exporter needs k >= 2 multiples of the divisor
 _MIN_STEPS = 2
@@ -131,8 +132,118 @@ def compile_engine(
         EngineError: unknown engine or precision, fp16 on the CPU, CUDA asked for without CUDA,
             the engine's optional package missing (names the pip extra).
     """
+    manifests = compile_engines(
+        checkpoint,
+        {engine: output},
+        precision=precision,
+        device=device,
+        model=model,
+        classes=classes,
+        min_size=min_size,
+        opt_size=opt_size,
+        max_size=max_size,
+        input_size=input_size,
+        channels_last=channels_last,
+    )
+    return manifests[engine]
+
+
+def compile_engines(
+    checkpoint: str | os.PathLike,
+    outputs: Mapping[str, str | os.PathLike],
+    *,
+    precision: str = "fp32",
+    device: str = "cpu",
+    model: str | None = None,
+    classes: Sequence[str] | None = None,
+    min_size: tuple[int, int] | None = None,
+    opt_size: tuple[int, int] | None = None,
+    max_size: tuple[int, int] | None = None,
+    input_size: tuple[int, int] | None = None,
+    channels_last: bool = False,
+) -> dict[str, Manifest]:
+    """Build several engines of one checkpoint: ``outputs`` maps engine kind -> artifact file.
+
+    The checkpoint is read once, and the export engines (``aoti``, ``onnx``, ``trt``) share one
+    ``torch.export`` program, which is about half of each one's build time. Every option means
+    what it means for :func:`compile_engine` and applies to every engine; all are checked
+    before anything is built. Returns each engine's manifest, keyed like ``outputs``.
+    """
     from cendetect.detector import Detector
 
+    if not outputs:
+        raise EngineError("no engine to build: outputs is empty")
+    sizes = (min_size, opt_size, max_size, input_size)
+    for engine in outputs:
+        _check_options(engine, precision, device, any(sizes), channels_last)
+    det = Detector.from_checkpoint(checkpoint, device=device, model=model, classes=classes)
+    pre = det.preprocess_cfg
+    base = Manifest(
+        engine="",
+        model=model or Path(checkpoint).stem,
+        classes=det.class_names,
+        input=input_spec(pre, *sizes),
+        precision=precision,
+        device=device,
+        torch_version=torch.__version__,
+        checkpoint_path=str(Path(checkpoint).resolve()),
+        checkpoint_sha256=file_sha256(checkpoint),
+        preprocess=pre,
+        mask_threshold=det.mask_threshold,
+        cendetect_version=cendetect.__version__,
+        layout="nchw",
+    )
+    manifests: dict[str, Manifest] = {}
+    program: torch.export.ExportedProgram | None = None
+    for engine, output in outputs.items():
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        manifest = dataclasses.replace(base, engine=engine)
+        if engine == "torchscript":
+            from cendetect.compile.torchscript import save_torchscript
+
+            net = _ready(det.model, precision, channels_last=True if channels_last else None)
+            runs_nhwc = bool(getattr(net, "channels_last", False))
+            manifest = dataclasses.replace(
+                manifest,
+                input=dataclasses.replace(manifest.input, any_size=True),
+                layout="channels_last" if runs_nhwc else "nchw",
+            )
+            save_torchscript(net, manifest, output)
+            manifests[engine] = manifest
+            continue
+        if program is None:
+            from cendetect.compile.export import export_program
+
+            # Export engines stay NCHW: AOTInductor miscompiles the channels-last bf16 model
+            # (mean mask IoU 0.61 against eager fp32 on the default model, 0.95 in NCHW;
+            # tests/compile/test_precision_default_model.py).
+            net = _ready(det.model, precision, channels_last=False)
+            program = export_program(net, base.input, max(pre.size_divisor, 1), device)
+        if engine == "onnx":
+            from cendetect.compile.onnx import save_onnx
+
+            save_onnx(program, manifest, output)
+        elif engine == "trt":
+            from cendetect.compile.trt import save_trt
+
+            manifest = save_trt(program, manifest, output)  # min fitted to the program
+        else:
+            from cendetect.compile.aoti import save_aoti
+            from cendetect.compile.trt import fit_spec
+
+            # the exporter can narrow the range asked for (a 64-pixel side makes the stride-64
+            # FPN level 1 pixel, which it specialises away): record what the program takes,
+            # so the runner pads smaller images up to it instead of failing a shape guard
+            manifest = dataclasses.replace(manifest, input=fit_spec(manifest.input, program))
+            save_aoti(program, manifest, output)
+        manifests[engine] = manifest
+    return manifests
+
+
+def _check_options(
+    engine: str, precision: str, device: str, sized: bool, channels_last: bool
+) -> None:
+    """Refuse an engine/option combination before any work, with the fix in the message."""
     if engine not in ENGINE_KINDS:
         raise EngineError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_KINDS)}")
     require_engine_package(engine)  # onnx / trt: names the pip extra when missing
@@ -156,8 +267,7 @@ def compile_engine(
             f"--engine onnx builds float32 models only (got {precision}); drop --fp16/--bf16, "
             "or use --engine torchscript/aoti for low precision"
         )
-    sizes = (min_size, opt_size, max_size, input_size)
-    if engine == "torchscript" and any(sizes):
+    if engine == "torchscript" and sized:
         raise EngineError(
             "--min/--opt/--max/--input-size apply to export engines (aoti, onnx, trt); a "
             "TorchScript engine takes any input size"
@@ -167,62 +277,6 @@ def compile_engine(
             f"--channels-last is for TorchScript engines; --engine {engine} builds NCHW "
             "(AOTInductor miscompiles channels-last models)"
         )
-    det = Detector.from_checkpoint(checkpoint, device=device, model=model, classes=classes)
-    # Export engines stay NCHW: AOTInductor miscompiles the channels-last bf16 model (mean mask
-    # IoU 0.61 against eager fp32 on the default model, 0.95 in NCHW;
-    # tests/compile/test_precision_default_model.py).
-    if engine != "torchscript":
-        layout: bool | None = False
-    else:
-        layout = True if channels_last else None
-    net = _ready(det.model, precision, channels_last=layout)
-    runs_nhwc = bool(getattr(net, "channels_last", False))
-    pre = det.preprocess_cfg
-    spec = input_spec(pre, *sizes)
-    if engine == "torchscript":
-        spec = dataclasses.replace(spec, any_size=True)
-    manifest = Manifest(
-        engine=engine,
-        model=model or Path(checkpoint).stem,
-        classes=det.class_names,
-        input=spec,
-        precision=precision,
-        device=device,
-        torch_version=torch.__version__,
-        checkpoint_path=str(Path(checkpoint).resolve()),
-        checkpoint_sha256=file_sha256(checkpoint),
-        preprocess=pre,
-        mask_threshold=det.mask_threshold,
-        cendetect_version=cendetect.__version__,
-        layout="channels_last" if runs_nhwc else "nchw",
-    )
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    if engine == "torchscript":
-        from cendetect.compile.torchscript import save_torchscript
-
-        save_torchscript(net, manifest, output)
-    else:  # export engines: "aoti", "onnx", "trt"
-        from cendetect.compile.export import export_program
-
-        program = export_program(net, manifest.input, max(pre.size_divisor, 1), device)
-        if engine == "onnx":
-            from cendetect.compile.onnx import save_onnx
-
-            save_onnx(program, manifest, output)
-        elif engine == "trt":
-            from cendetect.compile.trt import save_trt
-
-            manifest = save_trt(program, manifest, output)  # min fitted to the program
-        else:
-            from cendetect.compile.aoti import save_aoti
-            from cendetect.compile.trt import fit_spec
-
-            # the exporter can narrow the range asked for (a 64-pixel side makes the stride-64
-            # FPN level 1 pixel, which it specialises away): record what the program takes,
-            # so the runner pads smaller images up to it instead of failing a shape guard
-            manifest = dataclasses.replace(manifest, input=fit_spec(manifest.input, program))
-            save_aoti(program, manifest, output)
-    return manifest
 
 
 def _ready(

@@ -1,5 +1,5 @@
-"""``cendetect-compile``: build one engine artifact from a checkpoint (a thin layer over
-:func:`cendetect.compile.compile_engine`).
+"""``cendetect-compile``: build engine artifacts from a checkpoint (a thin layer over
+:func:`cendetect.compile.compile_engines`).
 
 Examples::
 
@@ -8,6 +8,7 @@ Examples::
     cendetect-compile --checkpoint r50.pth --engine onnx -o r50.onnx  # needs cendetect[onnx]
     cendetect-compile --checkpoint r50.pth --engine trt --device cuda --fp16 -o r50.ep  # [trt]
     cendetect-compile --checkpoint r50.pth --engine torchscript --device cuda --fp16 -o r50_fp16.ts
+    cendetect-compile --checkpoint r50.pth --engine aoti,onnx  # one export, two artifacts
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cendetect.engine.runners import ENGINE_KINDS
+from cendetect.engine.runners import ENGINE_KINDS, Manifest
 
 __all__ = ["main"]
 
@@ -54,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("models"),
         help="folder holding {model}.pth for --model without --checkpoint (default %(default)s)",
     )
-    p.add_argument("--engine", default="torchscript", help=f"one of {', '.join(ENGINE_KINDS)}")
+    p.add_argument(
+        "--engine",
+        default="torchscript",
+        help=f"one of {', '.join(ENGINE_KINDS)}, or several separated by commas (written with "
+        "their default names; the export engines share one torch.export)",
+    )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where it will run")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", action="store_true", help="float16 convolutions (CUDA)")
@@ -97,28 +103,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--model {args.model}: no weights at {args.checkpoint} (--model_directory "
                 f"{args.model_directory}); pass the checkpoint with --checkpoint PATH"
             )
-    if args.engine not in ENGINE_KINDS:
-        parser.error(
-            f"--engine {args.engine}: unknown engine; choose one of {', '.join(ENGINE_KINDS)}"
-        )
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    for engine in engines:
+        if engine not in ENGINE_KINDS:
+            parser.error(
+                f"--engine {engine}: unknown engine; choose one of {', '.join(ENGINE_KINDS)}"
+            )
+    if not engines or len(set(engines)) != len(engines):
+        parser.error(f"--engine {args.engine}: give each engine once")
+    if args.output is not None and len(engines) > 1:
+        parser.error("-o/--output names one artifact: leave it out when building several engines")
     precision = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
     from cendetect.zoo import default_checkpoint
 
-    name = f"{args.checkpoint.stem}.{args.engine}.{args.device}.{precision}"
-    if args.channels_last and precision == "fp32":
-        name += "-nhwc"
-    name += ENGINE_KINDS[args.engine]
     # next to the checkpoint, except for the bundled one: never write into the installed package
     bundled = args.checkpoint == default_checkpoint()
-    output = args.output or (Path(name) if bundled else args.checkpoint.with_name(name))
-    from cendetect.compile.build import compile_engine
+    outputs: dict[str, Path] = {}
+    for engine in engines:
+        name = f"{args.checkpoint.stem}.{engine}.{args.device}.{precision}"
+        if args.channels_last and precision == "fp32":
+            name += "-nhwc"
+        name += ENGINE_KINDS[engine]
+        default = Path(name) if bundled else args.checkpoint.with_name(name)
+        outputs[engine] = args.output or default
+    from cendetect.compile.build import compile_engines
 
     start = time.perf_counter()
     try:
-        manifest = compile_engine(
+        manifests = compile_engines(
             args.checkpoint,
-            output,
-            engine=args.engine,
+            outputs,
             precision=precision,
             device=args.device,
             model=args.model,
@@ -131,6 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # EngineError, CheckpointError, ConfigError, bad sizes
         print(f"cendetect-compile: error: {exc}", file=sys.stderr)
         return 2
+    elapsed = time.perf_counter() - start
+    for engine, manifest in manifests.items():
+        _report(outputs[engine], manifest, elapsed)
+    return 0
+
+
+def _report(output: Path, manifest: Manifest, elapsed: float) -> None:
+    """One line per artifact written: what it is and what it takes."""
     spec_text = (
         "any size"
         if manifest.input.any_size
@@ -140,9 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {output}: {manifest.engine} {manifest.precision} ({manifest.layout}) on "
         f"{manifest.device}, "
         f"model {manifest.model}, classes {list(manifest.classes)}, input {spec_text}, "
-        f"{time.perf_counter() - start:.1f} s"
+        f"{elapsed:.1f} s"
     )
-    return 0
 
 
 if __name__ == "__main__":

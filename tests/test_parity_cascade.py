@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -27,7 +28,7 @@ from cendetect.engine import preprocess, to_detections
 from tests.compile.matching import match_detections
 from tests.conftest import DATA
 from tests.matching import match_to_reference
-from tests.weights import save_mmdet2_checkpoint, save_mmdet3_checkpoint
+from tests.weights import save_mmdet3_checkpoint
 
 ARCH = "cascade_mask_rcnn_r50_fpn_dconv"
 ARCHS = [f"mmdet/{ARCH}", f"mmdet3/{ARCH}"]
@@ -56,11 +57,11 @@ needs_dcn = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
 
 
 @pytest.fixture(scope="module")
-def cascade_ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def cascade_ckpts(cascade_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The fixture weights as an mmdet 2.x and an mmdet 3.x checkpoint."""
     out = tmp_path_factory.mktemp("cascade")
     return {
-        ARCHS[0]: save_mmdet2_checkpoint(DATA / ARCHS[0], out / "cascade2.pth"),
+        ARCHS[0]: cascade_ckpt,  # session-wide: the ONNX test builds from the same file
         ARCHS[1]: save_mmdet3_checkpoint(DATA / ARCHS[1], out / "cascade3.pth"),
     }
 
@@ -157,21 +158,14 @@ def test_torchscript_artifact_matches_eager(
 @needs_dcn
 @pytest.mark.slow
 def test_aoti_artifact_matches_eager(
-    eager: Detector, cascade_ckpts: dict[str, Path], tmp_path: Path
+    eager: Detector,
+    cascade_ckpts: dict[str, Path],
+    export_engines: Callable[[Path], dict[str, Path]],
 ) -> None:
-    from cendetect.compile.build import compile_engine
     from cendetect.engine.runners import load_engine
 
-    out = tmp_path / "cascade.pt2"
-    compile_engine(
-        cascade_ckpts[ARCHS[0]],
-        out,
-        engine="aoti",
-        min_size=(64, 64),
-        opt_size=(224, 320),
-        max_size=(320, 320),
-    )
-    runner = load_engine(out)
+    # built with the ONNX engine of tests/compile/test_onnx_engine.py, from one export
+    runner = load_engine(export_engines(cascade_ckpts[ARCHS[0]])["aoti"])
     batch = preprocess(
         [cv2.imread(str(IMAGE))], dataclasses.replace(eager.preprocess_cfg, img_scale=SMALL)
     )

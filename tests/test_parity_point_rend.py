@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -23,18 +24,10 @@ from cendetect.config import parse_config_text, preprocess_config_from
 from cendetect.engine import preprocess, to_detections
 from tests.conftest import DATA
 from tests.matching import match_to_reference
-from tests.weights import save_mmdet2_checkpoint
 
 ARCH = DATA / "mmdet" / "point_rend_r50_fpn"
 IMAGES = DATA / "mmdet" / "images"
 SMALL = (320, 224)  # reduced img_scale for the TorchScript / AOTI comparisons (2 slow cores)
-
-
-@pytest.fixture(scope="module")
-def point_rend_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """mmdetection 2.x checkpoint of the ``point_rend_r50_fpn`` parity fixture."""
-    out = tmp_path_factory.mktemp("point_rend") / "point_rend_r50_fpn.pth"
-    return save_mmdet2_checkpoint(ARCH, out)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +110,11 @@ def test_torchscript_matches_eager(eager: Detector) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["torchscript", "aoti"])
 def test_compiled_artifact_matches_eager(
-    eager: Detector, point_rend_ckpt: Path, tmp_path: Path, engine: str
+    eager: Detector,
+    point_rend_ckpt: Path,
+    export_engines: Callable[[Path], dict[str, Path]],
+    tmp_path: Path,
+    engine: str,
 ) -> None:
     from cendetect.compile.build import compile_engine
     from cendetect.engine.runners import load_engine
@@ -126,16 +123,8 @@ def test_compiled_artifact_matches_eager(
     if engine == "torchscript":
         out = tmp_path / "pr.ts"
         compile_engine(point_rend_ckpt, out)
-    else:
-        out = tmp_path / "pr.pt2"
-        compile_engine(
-            point_rend_ckpt,
-            out,
-            engine="aoti",
-            min_size=(64, 64),
-            opt_size=(224, 320),
-            max_size=(320, 320),
-        )
+    else:  # built with the ONNX engine of tests/compile/test_onnx_engine.py, one export
+        out = export_engines(point_rend_ckpt)["aoti"]
     runner = load_engine(out)
     batch = _small_batch(eager)
     with torch.inference_mode():

@@ -8,6 +8,7 @@ float noise that the random-weight fixture amplifies; detections are therefore m
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,6 @@ import pytest
 import torch
 
 from cendetect import Detector
-from cendetect.compile.build import compile_engine
 from cendetect.engine import preprocess, to_detections
 from cendetect.engine.runners import EngineError, load_engine, read_manifest
 from tests.compile.matching import match_detections
@@ -26,17 +26,8 @@ SMALL = (320, 224)  # img_scale for the test: network inputs up to 320 x 320
 
 
 @pytest.fixture(scope="session")
-def r50_pt2(mmdet2_r50_ckpt: Path, engine_dir: Path) -> Path:
-    out = engine_dir / "r50.pt2"
-    compile_engine(
-        mmdet2_r50_ckpt,
-        out,
-        engine="aoti",
-        min_size=(64, 64),
-        opt_size=(224, 320),
-        max_size=(320, 320),
-    )
-    return out
+def r50_pt2(mmdet2_r50_ckpt: Path, export_engines: Callable[[Path], dict[str, Path]]) -> Path:
+    return export_engines(mmdet2_r50_ckpt)["aoti"]  # built with the ONNX engine, one export
 
 
 @pytest.fixture(scope="module")

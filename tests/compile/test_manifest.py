@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from cendetect import Detector
-from cendetect.compile.build import compile_engine, default_input_spec, input_spec, parse_size
+from cendetect.compile.build import (
+    compile_engine,
+    compile_engines,
+    default_input_spec,
+    input_spec,
+    parse_size,
+)
 from cendetect.compile.cli import main as compile_main
 from cendetect.config import PreprocessConfig
 from cendetect.engine.runners import EngineError, InputSpec, Manifest, read_manifest
@@ -144,3 +150,48 @@ def test_refuses_unknown_engine_and_cuda_without_cuda(r50_ts: Path, tmp_path: Pa
     with pytest.raises(EngineError, match="built for CUDA") as info:
         Detector.from_engine(gpu)
     assert "--device cpu" in str(info.value)
+
+
+def test_several_engines_share_one_export(
+    mmdet2_r50_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compile_engines: one torch.export for all export engines, each saved from it with its
+    own manifest (the builds themselves are exercised by the export_engines fixture)."""
+    import cendetect.compile.aoti as aoti
+    import cendetect.compile.export as export
+    import cendetect.compile.onnx as onnx_mod
+    import cendetect.compile.trt as trt
+
+    program = object()
+    calls: list[str] = []
+    saved: dict[str, tuple[object, Manifest]] = {}
+    monkeypatch.setattr(export, "export_program", lambda *a: calls.append("export") or program)
+    monkeypatch.setattr(trt, "fit_spec", lambda spec, prog: spec)
+    for module, name, kind in ((aoti, "save_aoti", "aoti"), (onnx_mod, "save_onnx", "onnx")):
+        monkeypatch.setattr(module, name, lambda p, m, o, kind=kind: saved.update({kind: (p, m)}))
+    outputs = {"aoti": tmp_path / "a.pt2", "onnx": tmp_path / "a.onnx"}
+    manifests = compile_engines(mmdet2_r50_ckpt, outputs, max_size=(320, 320))
+    assert calls == ["export"]
+    assert {k: v[0] for k, v in saved.items()} == {"aoti": program, "onnx": program}
+    assert {k: m.engine for k, m in manifests.items()} == {"aoti": "aoti", "onnx": "onnx"}
+    assert manifests["aoti"].input == manifests["onnx"].input
+    assert manifests["aoti"].checkpoint_sha256 == manifests["onnx"].checkpoint_sha256
+
+
+def test_several_engines_are_all_checked_first(
+    mmdet2_r50_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    outputs = {"aoti": tmp_path / "a.pt2", "torchscript": tmp_path / "a.ts"}
+    with pytest.raises(EngineError, match="TorchScript engine takes any input size"):
+        compile_engines(mmdet2_r50_ckpt, outputs, max_size=(320, 320))
+    assert not any(tmp_path.iterdir())  # the aoti engine was not built either
+    ckpt = str(mmdet2_r50_ckpt)
+    with pytest.raises(SystemExit):
+        compile_main(["--checkpoint", ckpt, "--engine", "aoti,tensorflow"])
+    assert "--engine tensorflow: unknown engine" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compile_main(["--checkpoint", ckpt, "--engine", "aoti,onnx", "-o", str(tmp_path / "x")])
+    assert "leave it out when building several engines" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compile_main(["--checkpoint", ckpt, "--engine", "aoti,aoti"])
+    assert "give each engine once" in capsys.readouterr().err

@@ -11,6 +11,7 @@ fixture amplifies that float noise. PointRend and the cascade with DCN get the s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,12 +20,10 @@ import pytest
 import torch
 
 from cendetect import Detector
-from cendetect.compile.build import compile_engine
 from cendetect.engine import preprocess, to_detections
 from cendetect.engine.runners import EngineError, load_engine, read_manifest
 from tests.compile.matching import match_detections
 from tests.conftest import DATA
-from tests.weights import save_mmdet2_checkpoint
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (cendetect[onnx])")
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (cendetect[onnx])")
@@ -35,17 +34,8 @@ SMALL = (320, 224)  # img_scale for the test: network inputs up to 320 x 320
 
 
 @pytest.fixture(scope="session")
-def r50_onnx(mmdet2_r50_ckpt: Path, engine_dir: Path) -> Path:
-    out = engine_dir / "r50.onnx"
-    compile_engine(
-        mmdet2_r50_ckpt,
-        out,
-        engine="onnx",
-        min_size=(64, 64),
-        opt_size=(224, 320),
-        max_size=(320, 320),
-    )
-    return out
+def r50_onnx(mmdet2_r50_ckpt: Path, export_engines: Callable[[Path], dict[str, Path]]) -> Path:
+    return export_engines(mmdet2_r50_ckpt)["onnx"]  # built with the AOTI engine, one export
 
 
 @pytest.fixture(scope="module")
@@ -275,15 +265,16 @@ def test_onnx_full_optimisation_nearly_matches(eager: Detector, r50_onnx: Path) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["point_rend_r50_fpn", "cascade_mask_rcnn_r50_fpn_dconv"])
-def test_other_architectures_match_eager(name: str, checkpoint_dir: Path, tmp_path: Path) -> None:
+def test_other_architectures_match_eager(
+    name: str, request: pytest.FixtureRequest, export_engines: Callable[[Path], dict[str, Path]]
+) -> None:
     """PointRend (point sampling on top-k uncertainty, data-dependent) and the 3-stage cascade
     with deformable convolutions in the backbone: every eager detection matched at box IoU 0.99
     on two fixture images of different network sizes (224x224, 192x320; two, not four, to keep
     the suite's time: eager PointRend with 100 refined masks takes ~5 s per image)."""
-    ckpt = save_mmdet2_checkpoint(DATA / "mmdet" / name, checkpoint_dir / f"onnx_{name}.pth")
-    out = tmp_path / f"{name}.onnx"
-    compile_engine(ckpt, out, engine="onnx", min_size=(64, 64), opt_size=(224, 320),
-                   max_size=(320, 320))  # fmt: skip
+    fixture = "point_rend_ckpt" if name.startswith("point") else "cascade_ckpt"
+    ckpt = request.getfixturevalue(fixture)
+    out = export_engines(ckpt)["onnx"]  # shared with the AOTI parity test of the architecture
     model = onnx.load(str(out), load_external_data=False)
     assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, "non-standard ops"
     if name.startswith("cascade"):
