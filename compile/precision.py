@@ -17,9 +17,11 @@ they stay bit-identical to mmdetection, unless a channels-last fp32 engine is as
   ``b' = b - m * g / sqrt(v + eps)`` (:func:`fold_frozen_batchnorm`). One rounding of the
   convolution's output fewer, and one memory pass per layer fewer. Other Frozen BatchNorms keep
   float32 statistics.
-- bf16 TorchScript models run channels-last (NHWC memory): oneDNN's bf16 convolutions are
-  fastest there and the CPU RoIAlign kernel reads channels-last features in place. Export
-  engines build NCHW (AOTInductor miscompiles the channels-last bf16 model).
+- bf16 models run channels-last (NHWC memory): oneDNN's bf16 convolutions are fastest there
+  and the CPU RoIAlign kernel reads channels-last features in place. For export engines the
+  mask heads keep NCHW weights (``nchw_mask_heads``): AOTInductor (torch 2.13) miscompiles
+  channels-last convolutions whose batch is the data-dependent number of detections (boxes
+  exact, mask logits wrong; docs/engines.md, "Workarounds").
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "DTYPES",
     "LowPrecision",
     "fold_frozen_batchnorm",
+    "mask_heads",
     "with_precision",
 ]
 
@@ -109,6 +112,7 @@ class LowPrecision(nn.Module):
         dtype: torch.dtype,
         channels_last: bool | None = None,
         fold_batchnorm: bool = True,
+        nchw_mask_heads: bool = False,
     ) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
@@ -124,6 +128,9 @@ class LowPrecision(nn.Module):
         self.channels_last = dtype == torch.bfloat16 if channels_last is None else channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+            if nchw_mask_heads:
+                for head in mask_heads(self.model):
+                    head.to(memory_format=torch.contiguous_format)
 
     def forward(
         self, images: Tensor, image_sizes: Tensor, scale_factors: Tensor
@@ -141,19 +148,35 @@ class LowPrecision(nn.Module):
         return self.model(x, image_sizes, scale_factors)
 
 
+def mask_heads(model: nn.Module) -> list[nn.Module]:
+    """Every mask head of ``model``: the ``mask_head`` child of any submodule (Mask R-CNN's and
+    PointRend's RoI head; the cascade's is a ``ModuleList`` of one head per stage). Their
+    convolutions run on the RoI batch, whose size is the data-dependent number of detections."""
+    return [
+        m.mask_head for m in model.modules() if isinstance(getattr(m, "mask_head", None), nn.Module)
+    ]
+
+
 def with_precision(
-    model: nn.Module, precision: str, channels_last: bool | None = None
+    model: nn.Module,
+    precision: str,
+    channels_last: bool | None = None,
+    nchw_mask_heads: bool = False,
 ) -> nn.Module:
     """The model an engine of ``precision`` is built from.
 
     ``'fp32'``: ``model`` itself (bit-equal to eager), or with ``channels_last=True`` a
     :class:`LowPrecision` float32 copy with folded BatchNorm in channels-last memory (faster on
     CPUs, equal to eager only up to float rounding). ``'fp16'`` / ``'bf16'``: a
-    :class:`LowPrecision` copy; ``channels_last`` None runs bf16 channels-last and fp16 NCHW;
-    export engines pass False (AOTInductor miscompiles the channels-last bf16 model).
+    :class:`LowPrecision` copy; ``channels_last`` None runs bf16 channels-last and fp16 NCHW.
+    ``nchw_mask_heads``: with channels-last, keep the mask heads' weights NCHW (what AOTInductor
+    builds need, see the module docstring).
     """
     if precision not in DTYPES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(DTYPES)}")
     if precision == "fp32" and not channels_last:
         return model
-    return LowPrecision(model, DTYPES[precision], channels_last=channels_last).eval()
+    low = LowPrecision(
+        model, DTYPES[precision], channels_last=channels_last, nchw_mask_heads=nchw_mask_heads
+    )
+    return low.eval()

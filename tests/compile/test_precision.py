@@ -122,3 +122,29 @@ def test_fp16_cuda_torchscript_runs_and_keeps_fp32_outputs(
     assert boxes.device.type == "cuda"
     res = det(IMAGES[1])
     assert len(res) > 0
+
+
+@pytest.mark.parametrize(
+    ("arch", "heads"),
+    [("mask_rcnn_r50_fpn", 1), ("point_rend_r50_fpn", 1), ("cascade_mask_rcnn_r50_fpn_dconv", 3)],
+)
+def test_nchw_mask_heads_in_a_channels_last_model(arch: str, heads: int) -> None:
+    """What the AOTI bf16 build uses: every mask head's 4-D weights NCHW, the rest channels-last
+    (tests/compile/test_precision_default_model.py checks the built engine)."""
+    from cendetect.compile.precision import mask_heads
+    from cendetect.config import parse_config_text
+    from cendetect.models import build_model
+
+    cfg = parse_config_text((DATA / "mmdet" / arch / "config.py").read_text())
+    low = with_precision(
+        build_model(cfg["model"]).eval(), "bf16", channels_last=True, nchw_mask_heads=True
+    )
+    found = mask_heads(low)
+    convs = [m for head in found for m in head.modules() if isinstance(m, nn.Conv2d)]
+    assert sum(len(h) if isinstance(h, nn.ModuleList) else 1 for h in found) == heads
+    assert convs and all(c.weight.is_contiguous() for c in convs)
+    inside = {id(c) for c in convs}
+    rest = [
+        m for m in low.modules() if isinstance(m, nn.Conv2d) and id(m) not in inside
+    ]  # backbone, neck, RPN head (and PointRend's coarse head convs are mask-head ones)
+    assert rest and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in rest)

@@ -66,17 +66,20 @@ def test_bf16_masks_agree_with_fp32(det: Detector) -> None:
 
 @pytest.mark.slow
 def test_aoti_bf16_artifact_computes_the_bf16_model(det: Detector, tmp_path: Path) -> None:
-    # Export engines build the bf16 model NCHW: AOTInductor's channels-last bf16 build gave a
-    # mean mask IoU of 0.61 against eager fp32 on these images (0.95 NCHW). Compared here with
-    # the in-memory NCHW bf16 model, the artifact must agree closely.
+    """The AOTI bf16 engine runs channels-last with NCHW mask heads, and computes what that
+    model computes in eager. Built fully channels-last, AOTInductor's mask logits were wrong
+    (mean mask IoU 0.39-0.82 per sample against the same model in eager, boxes exact; fp32
+    channels-last the same): this test catches it if the mask heads go channels-last again."""
     from cendetect.compile.build import compile_engine
+    from cendetect.engine.runners import read_manifest
 
     ckpt = default_checkpoint()
     assert ckpt is not None
     out = tmp_path / "default_bf16.pt2"
     compile_engine(ckpt, out, engine="aoti", precision="bf16")
+    assert read_manifest(out).layout == "channels_last"
     engine = Detector.from_engine(out)
-    low = with_precision(det.model, "bf16", channels_last=False)
+    low = with_precision(det.model, "bf16", channels_last=True, nchw_mask_heads=True)
     ious: list[float] = []
     for path in SAMPLES:
         image = cv2.imread(str(path))
@@ -85,7 +88,7 @@ def test_aoti_bf16_artifact_computes_the_bf16_model(det: Detector, tmp_path: Pat
             raw = low(batch.images, batch.image_sizes, batch.scale_factors)
         (ref,) = to_detections(raw, batch, det.class_names, det.mask_threshold)
         ref = select(ref, confidence=CONFIDENCE)
-        rep = match_detections(ref, engine.predict([image])[0], box_iou_thr=0.5)
+        rep = match_detections(ref, engine.predict([image])[0], box_iou_thr=0.9)
         ious += rep.mask_ious + [0.0] * (rep.total - rep.matched)
     assert len(ious) >= 4
-    assert float(np.mean(ious)) >= 0.9, ious
+    assert float(np.mean(ious)) >= 0.98, ious  # measured 1.0 on every sample (scratch script)
