@@ -116,6 +116,12 @@ class Detector:
         #: where the weights came from: "mmdet" or an imported family (from_checkpoint)
         self.checkpoint_format = "mmdet"
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether :meth:`predict` calls from several threads run side by side (eager,
+        TorchScript, ONNX) or one at a time (AOTInductor packages)."""
+        return self.model.concurrent if isinstance(self.model, EngineRunner) else True
+
     @classmethod
     def from_checkpoint(
         cls,

@@ -109,6 +109,13 @@ def run(args: argparse.Namespace) -> int:
             )
     batch_size = args.batch_size or (4 if detector.device.type == "cuda" else 1)
     streams = args.streams or default_streams(detector.device.type)
+    if streams > 1 and not detector.concurrent:
+        if args.streams:
+            say(
+                f"--streams {args.streams}: {detector.engine} engines run one call at a time; "
+                "using one stream"
+            )
+        streams = 1
     args.output_path.mkdir(parents=True, exist_ok=True)
     opts = OutputOptions(
         mode=args.mode,

@@ -49,6 +49,11 @@ class EngineRunner:
         self.device = device
         self.path = Path(path)
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether calls from several threads run side by side (False: one at a time)."""
+        return bool(getattr(self.program, "concurrent", True))
+
     def __call__(self, batch: Batch) -> RawDetections:
         """Run a pre-processed batch; returns boxes in network-input pixels, as eager does."""
         batch = batch.to(self.device)

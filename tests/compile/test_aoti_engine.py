@@ -90,3 +90,53 @@ def test_too_large_input_is_refused_with_the_fix(r50_pt2: Path) -> None:
     det = Detector.from_engine(r50_pt2)
     with pytest.raises(EngineError, match="exceeds the largest size .* --max-size"):
         det(IMAGES[0])
+
+
+_TWO_THREADS = """
+import dataclasses, sys, threading
+import cv2
+import numpy as np
+from cendetect import Detector
+det = Detector.from_engine(sys.argv[1])
+det.preprocess_cfg = dataclasses.replace(det.preprocess_cfg, img_scale=(320, 224))
+img = cv2.imread(sys.argv[2])
+alone = det.predict([img])[0]
+out = {}
+def call(k):
+    out[k] = det.predict([img])[0]
+threads = [threading.Thread(target=call, args=(k,)) for k in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+for k in range(2):
+    assert np.array_equal(out[k].boxes, alone.boxes), k
+print("ok", len(alone), det.concurrent)
+"""
+
+
+@pytest.mark.slow
+def test_calls_from_two_threads_finish(r50_pt2: Path, tmp_path: Path) -> None:
+    """Two threads calling one AOTI engine at once (``cendetect run --streams 2``, a user's
+    thread pool) deadlocked in torch 2.13's package runner until calls were serialised
+    (``engine.runners.aoti.OneCallAtATime``). In a subprocess, so a regression times out here
+    instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "two_threads.py"
+    script.write_text(_TWO_THREADS)
+    repo = Path(__file__).resolve().parents[2]
+    limit = 240
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script), str(r50_pt2), str(IMAGES[0])],
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            cwd=repo,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"two threads calling one AOTI engine did not finish in {limit} s (deadlock)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[::2] == ["ok", "False"], proc.stdout  # ok, concurrent=False
