@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", choices=("baseline",), help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.bf16 and args.engine not in ("torchscript", "aoti"):
+        p.error("--bf16 builds a compiled engine: add --engine torchscript or --engine aoti")
     if args.worker:
         spec = json.loads(args.spec)
         baseline(
@@ -179,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         _make_inputs(tmp / "in", args.images, args.size)
         (tmp / "base").mkdir()
         engine = None
-        if args.engine != "eager" or args.bf16:
+        if args.engine != "eager":
             from cendetect.compile import compile_engine
             from cendetect.engine.runners import ENGINE_KINDS
 
-            kind = "torchscript" if args.engine == "eager" else args.engine
+            kind = args.engine
             engine = str(tmp / f"engine{ENGINE_KINDS[kind]}")
             t0 = time.perf_counter()
             compile_engine(ckpt, engine, engine=kind, precision="bf16" if args.bf16 else "fp32")
