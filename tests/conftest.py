@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,60 @@ from tests.weights import save_mmdet2_checkpoint, save_mmdet3_checkpoint
 DATA = Path(__file__).parent / "data"
 MMDET2 = DATA / "mmdet"
 MMDET3 = DATA / "mmdet3"
+
+# ---- running under pytest-xdist (./test.sh: -n 2 --dist loadgroup --no-loadscope-reorder) ----
+#
+# Much of the suite's time is single-threaded Python (torch.export tracing, Inductor's code
+# generation, TorchScript, ONNX translation), so two workers on two cores finish sooner than
+# one process with two torch threads. Each worker gets its share of the cores as torch threads
+# (and OMP_NUM_THREADS, inherited by the CLI subprocesses the tests start).
+#
+# Work is handed out by group: by default a test file is one group (its module fixtures are
+# built once); ``@pytest.mark.worker_group(NAME)`` (closest mark wins) puts tests that share an
+# expensive session fixture, such as one architecture's AOTI and ONNX engines from one export
+# (:func:`export_engines`), in one worker. Groups listed in :data:`SLOW_GROUPS` are handed out
+# first (measured minutes each), so that the two workers finish close together.
+
+#: the slowest groups, slowest first (durations of a two-worker run; the rest keep file order)
+SLOW_GROUPS = (
+    "point_rend",
+    "cascade",
+    "r50_exports",
+    "tests/cli/test_redis.py",
+    "tests/compile/test_precision_default_model.py",
+    "tests/test_parity_mmdet.py",
+    "tests/compile/test_torchscript_engine.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "worker_group(name): run in the same pytest-xdist worker as the other tests of the group",
+    )
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def _group(item: pytest.Item) -> str:
+    mark = item.get_closest_marker("worker_group")
+    if mark is not None:
+        return str(mark.args[0])
+    return Path(str(item.path)).relative_to(Path(__file__).parent.parent).as_posix()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test its ``xdist_group`` (see above) and put the slowest groups first."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects, in the same order
+        rank = {name: i for i, name in enumerate(SLOW_GROUPS)}
+        items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable sort
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,8 @@ ARCH = "cascade_mask_rcnn_r50_fpn_dconv"
 ARCHS = [f"mmdet/{ARCH}", f"mmdet3/{ARCH}"]
 IMAGE = DATA / "mmdet" / "images" / "china_640x427.jpg"
 SMALL = (320, 224)  # img_scale of the engine tests: network inputs up to 320 x 320
+# with the cascade ONNX test: one worker builds both engines from one export
+pytestmark = pytest.mark.worker_group("cascade")
 
 
 def _dcn_missing() -> str | None:

@@ -27,6 +27,8 @@ from tests.matching import match_to_reference
 
 ARCH = DATA / "mmdet" / "point_rend_r50_fpn"
 IMAGES = DATA / "mmdet" / "images"
+# with the PointRend ONNX test: one worker builds both engines from one export
+pytestmark = pytest.mark.worker_group("point_rend")
 SMALL = (320, 224)  # reduced img_scale for the TorchScript / AOTI comparisons (2 slow cores)
 
 

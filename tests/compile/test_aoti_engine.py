@@ -22,6 +22,8 @@ from tests.compile.matching import match_detections
 from tests.conftest import DATA
 
 IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
+# one worker builds R50's AOTI and ONNX engines from one export (tests/conftest.py)
+pytestmark = pytest.mark.worker_group("r50_exports")
 SMALL = (320, 224)  # img_scale for the test: network inputs up to 320 x 320
 
 

@@ -31,6 +31,8 @@ pytest.importorskip("onnxscript", reason="onnxscript is not installed (cendetect
 
 IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
 SMALL = (320, 224)  # img_scale for the test: network inputs up to 320 x 320
+# one worker builds R50's AOTI and ONNX engines from one export (tests/conftest.py)
+pytestmark = pytest.mark.worker_group("r50_exports")
 
 
 @pytest.fixture(scope="session")
@@ -264,7 +266,13 @@ def test_onnx_full_optimisation_nearly_matches(eager: Detector, r50_onnx: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["point_rend_r50_fpn", "cascade_mask_rcnn_r50_fpn_dconv"])
+@pytest.mark.parametrize(
+    "name",
+    [  # in the worker that builds the architecture's AOTI engine from the same export
+        pytest.param("point_rend_r50_fpn", marks=pytest.mark.worker_group("point_rend")),
+        pytest.param("cascade_mask_rcnn_r50_fpn_dconv", marks=pytest.mark.worker_group("cascade")),
+    ],
+)
 def test_other_architectures_match_eager(
     name: str, request: pytest.FixtureRequest, export_engines: Callable[[Path], dict[str, Path]]
 ) -> None:
