@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,6 +60,7 @@ def _group(item: pytest.Item) -> str:
     return Path(str(item.path)).relative_to(Path(__file__).parent.parent).as_posix()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into scopes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every test its ``xdist_group`` (see above) and put the slowest groups first."""
     for item in items:
@@ -67,6 +68,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects, in the same order
         rank = {name: i for i, name in enumerate(SLOW_GROUPS)}
         items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable sort
+
+
+#: torch threads of the machine that made the mmdetection fixtures (tests/data/mmdet/README.md)
+FIXTURE_THREADS = 2
+
+
+@pytest.fixture
+def fixture_threads() -> Iterator[int]:
+    """Run the test with the torch thread count the mmdetection fixtures were made with.
+
+    A convolution's float sums are blocked by thread count, so 1 and 2 threads differ in the
+    last bits; on the random-weight fixtures that is enough to flip a near-tie in NMS (seen:
+    the 3-stage cascade on ``astronaut_512`` with 1 thread, one box swapped for its neighbour).
+    The comparisons with mmdetection's own outputs therefore run with 2 threads, also in a
+    one-thread xdist worker.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(FIXTURE_THREADS)
+    try:
+        yield FIXTURE_THREADS
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

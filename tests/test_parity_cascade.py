@@ -117,7 +117,9 @@ def detectors(cascade_ckpts: dict[str, Path]) -> dict[str, Detector]:
 @needs_dcn
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "image"), CASES)
-def test_matches_mmdetection(arch: str, image: str, detectors: dict[str, Detector]) -> None:
+def test_matches_mmdetection(
+    arch: str, image: str, detectors: dict[str, Detector], fixture_threads: int
+) -> None:
     expected = json.loads((DATA / arch / "expected.json").read_text())
     det = detectors[arch]
     assert det.class_names == tuple(expected["classes"])

@@ -19,7 +19,9 @@ CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "ckpt_fixture"), CASES, ids=[c[0] for c in CASES])
-def test_matches_mmdetection(arch: str, ckpt_fixture: str, request: pytest.FixtureRequest) -> None:
+def test_matches_mmdetection(
+    arch: str, ckpt_fixture: str, request: pytest.FixtureRequest, fixture_threads: int
+) -> None:
     expected = json.loads((DATA / arch / "expected.json").read_text())
     det = Detector.from_checkpoint(request.getfixturevalue(ckpt_fixture), device="cpu")
     assert det.class_names == tuple(expected["classes"])

@@ -74,7 +74,7 @@ def test_zoo_entry_is_the_fixture_architecture() -> None:
 
 
 @pytest.mark.slow
-def test_matches_mmdetection(eager: Detector) -> None:
+def test_matches_mmdetection(eager: Detector, fixture_threads: int) -> None:
     expected = json.loads((ARCH / "expected.json").read_text())
     assert eager.class_names == tuple(expected["classes"])
     pre = eager.preprocess_cfg
