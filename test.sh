@@ -3,10 +3,10 @@
 # is built). Extra arguments go to pytest, e.g. ./test.sh -k parity
 #
 # Two pytest-xdist workers share the cores (tests/conftest.py gives each its share of torch
-# threads and hands out the slowest test groups first); CENDETECT_TEST_WORKERS=0 runs
+# threads and hands out the slowest test files first); CENDETECT_TEST_WORKERS=0 runs
 # everything in one process.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh
-exec .venv/bin/python -m pytest -n "${CENDETECT_TEST_WORKERS:-2}" --dist loadgroup \
+exec .venv/bin/python -m pytest -n "${CENDETECT_TEST_WORKERS:-2}" --dist loadfile \
     --no-loadscope-reorder "$@"

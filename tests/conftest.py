@@ -14,36 +14,32 @@ DATA = Path(__file__).parent / "data"
 MMDET2 = DATA / "mmdet"
 MMDET3 = DATA / "mmdet3"
 
-# ---- running under pytest-xdist (./test.sh: -n 2 --dist loadgroup --no-loadscope-reorder) ----
+# ---- running under pytest-xdist (./test.sh: -n 2 --dist loadfile --no-loadscope-reorder) ----
 #
 # Much of the suite's time is single-threaded Python (torch.export tracing, Inductor's code
 # generation, TorchScript, ONNX translation), so two workers on two cores finish sooner than
 # one process with two torch threads. Each worker gets its share of the cores as torch threads
-# (and OMP_NUM_THREADS, inherited by the CLI subprocesses the tests start).
-#
-# Work is handed out by group: by default a test file is one group (its module fixtures are
-# built once); ``@pytest.mark.worker_group(NAME)`` (closest mark wins) puts tests that share an
-# expensive session fixture, such as one architecture's AOTI and ONNX engines from one export
-# (:func:`export_engines`), in one worker. Groups listed in :data:`SLOW_GROUPS` are handed out
-# first (measured minutes each), so that the two workers finish close together.
+# (and OMP_NUM_THREADS, inherited by the CLI subprocesses the tests start). Work is handed out
+# by test file (module fixtures are built once); the files in :data:`SLOW_FILES` go first, so
+# that the two workers finish close together. (``--dist loadgroup`` would let groups span
+# files, but pytest-xdist 3.8 does not apply groups under pytest 9: it renames
+# ``item._nodeid``, which pytest 9 no longer reads.)
 
-#: the slowest groups, slowest first (durations of a two-worker run; the rest keep file order)
-SLOW_GROUPS = (
-    "point_rend",
-    "cascade",
-    "r50_exports",
+#: the slowest test files, slowest first (the rest keep collection order)
+SLOW_FILES = (
+    "tests/test_parity_point_rend.py",
+    "tests/test_parity_cascade.py",
+    "tests/compile/test_aoti_engine.py",
+    "tests/compile/test_onnx_engine.py",
     "tests/cli/test_redis.py",
     "tests/compile/test_precision_default_model.py",
+    "tests/compile/test_default_model_engines.py",
     "tests/test_parity_mmdet.py",
     "tests/compile/test_torchscript_engine.py",
 )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "worker_group(name): run in the same pytest-xdist worker as the other tests of the group",
-    )
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         import torch
@@ -53,21 +49,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
-def _group(item: pytest.Item) -> str:
-    mark = item.get_closest_marker("worker_group")
-    if mark is not None:
-        return str(mark.args[0])
-    return Path(str(item.path)).relative_to(Path(__file__).parent.parent).as_posix()
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into scopes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every test its ``xdist_group`` (see above) and put the slowest groups first."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects, in the same order
-        rank = {name: i for i, name in enumerate(SLOW_GROUPS)}
-        items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable sort
+    """In an xdist worker, put the slowest files first (every worker sorts alike)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = Path(__file__).parent.parent
+        rank = {name: i for i, name in enumerate(SLOW_FILES)}
+
+        def key(item: pytest.Item) -> int:
+            return rank.get(Path(str(item.path)).relative_to(root).as_posix(), len(rank))
+
+        items.sort(key=key)  # stable: the order within a file is kept
 
 
 #: torch threads of the machine that made the mmdetection fixtures (tests/data/mmdet/README.md)
@@ -158,27 +149,33 @@ def _onnx_missing() -> str | None:
 @pytest.fixture(scope="session")
 def export_engines(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[[Path], dict[str, Path]]:
-    """``export_engines(checkpoint) -> {'aoti': .pt2, 'onnx': .onnx}`` at :data:`EXPORT_SIZES`.
+) -> Callable[..., dict[str, Path]]:
+    """``export_engines(checkpoint, kinds=('aoti', 'onnx')) -> {kind: path}`` at
+    :data:`EXPORT_SIZES`.
 
-    Built on first request, once per checkpoint file for the whole session, from one
-    ``torch.export`` (``compile_engines``): the export is about half of each engine's build, and
-    the AOTI and ONNX tests of an architecture live in different files. ``'onnx'`` is absent
-    when the onnx extra is not installed (the ONNX tests skip themselves then).
+    Built on first request, once per checkpoint and kind for the session (of an xdist worker),
+    the kinds of one request from one ``torch.export`` (``compile_engines``): the export is about
+    half of each engine's build, so a test file that checks both engines of an architecture asks
+    for both at once. ``'onnx'`` is left out when the onnx extra is not installed (the ONNX
+    tests skip themselves then).
     """
     from cendetect.compile.build import compile_engines
     from cendetect.engine.runners import ENGINE_KINDS
 
     root = tmp_path_factory.mktemp("export_engines")
-    built: dict[Path, dict[str, Path]] = {}
+    built: dict[tuple[Path, str], Path] = {}
 
-    def get(checkpoint: Path) -> dict[str, Path]:
+    def get(checkpoint: Path, kinds: tuple[str, ...] = ("aoti", "onnx")) -> dict[str, Path]:
         key = checkpoint.resolve()
-        if key not in built:
-            kinds = ["aoti"] if _onnx_missing() else ["aoti", "onnx"]
-            outputs = {k: root / f"{checkpoint.stem}{ENGINE_KINDS[k]}" for k in kinds}
-            compile_engines(checkpoint, outputs, **EXPORT_SIZES)
-            built[key] = outputs
-        return built[key]
+        wanted = [k for k in kinds if not (k == "onnx" and _onnx_missing())]
+        missing = {
+            k: root / f"{checkpoint.stem}_{len(built)}{ENGINE_KINDS[k]}"
+            for k in wanted
+            if (key, k) not in built
+        }
+        if missing:
+            compile_engines(checkpoint, missing, **EXPORT_SIZES)
+            built.update({(key, k): path for k, path in missing.items()})
+        return {k: built[(key, k)] for k in wanted}
 
     return get

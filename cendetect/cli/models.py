@@ -44,8 +44,8 @@ MODELS: tuple[ModelInfo, ...] = (
         "mobilenet_v2_fpn",
         "Mask R-CNN, MobileNetV2-FPN (128 ch), cendetect's default model",
         "-",
-        ("eager", "torchscript"),
-        ("aoti", "onnx", "trt"),
+        ("eager", "torchscript", "aoti", "onnx"),
+        ("trt",),
         weights="bundled in the package (the default when no model is given)",
     ),
     ModelInfo(

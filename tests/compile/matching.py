@@ -77,3 +77,49 @@ def low_precision_agreement(
         rep = match_detections(select(ref, confidence=confidence), out, box_iou_thr=0.5)
         ious += rep.mask_ious + [0.0] * (rep.total - rep.matched)
     return ious
+
+
+def engine_parity(
+    eager: Detector,
+    runner: Callable[..., tuple],
+    images: Sequence[Path],
+    img_scale: tuple[int, int],
+    min_fraction: float = 1.0,
+    min_mask_iou: float = 0.98,
+) -> list[str]:
+    """Run ``eager``'s model and a compiled engine's ``runner`` (called with the pre-processed
+    batch) on ``images`` at ``img_scale`` and match their detections: the same number of
+    detections, ``min_fraction`` of the eager ones matched at box IoU 0.99, scores within 1e-3,
+    every matched mask at IoU >= ``min_mask_iou`` and their mean >= 0.99 per image. The images
+    must give at least min(3, len(images)) network input sizes (the engines take dynamic H/W).
+    Returns one line per image (matches, mask IoU min and mean) for the test's output."""
+    import dataclasses
+
+    import cv2
+    import torch
+
+    from cendetect.engine import preprocess, to_detections
+
+    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=img_scale)
+    sizes, notes = set(), []
+    for path in images:
+        batch = preprocess([cv2.imread(str(path))], cfg)
+        sizes.add(tuple(batch.images.shape[-2:]))
+        with torch.inference_mode():
+            ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
+            out_raw = runner(batch)
+        assert ref_raw[0].shape[0] > 0, f"{path.name}: the test needs detections"
+        names = eager.class_names
+        (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
+        (out,) = to_detections(tuple(out_raw), batch, names, eager.mask_threshold)
+        rep = match_detections(ref, out, box_iou_thr=0.99)
+        assert len(out) == len(ref), f"{path.name}: {len(out)} detections, eager {len(ref)}"
+        assert rep.matched >= min_fraction * rep.total, f"{path.name}: {rep.matched}/{rep.total}"
+        assert rep.max_score_diff <= 1e-3, path.name
+        low = min(rep.mask_ious)
+        assert low >= min_mask_iou, f"{path.name}: min mask IoU {low:.4f}"
+        assert rep.mean_mask_iou >= 0.99, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
+        notes.append(f"{path.name}: {rep.matched}/{rep.total}, mask IoU min {low:.4f} "
+                     f"mean {rep.mean_mask_iou:.4f}")  # fmt: skip
+    assert len(sizes) >= min(3, len(images)), f"the images should give several sizes: {sizes}"
+    return notes

@@ -16,20 +16,18 @@ import pytest
 import torch
 
 from cendetect import Detector
-from cendetect.engine import preprocess, to_detections
+from cendetect.engine import preprocess
 from cendetect.engine.runners import EngineError, load_engine, read_manifest
-from tests.compile.matching import match_detections
+from tests.compile.matching import engine_parity
 from tests.conftest import DATA
 
 IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
-# one worker builds R50's AOTI and ONNX engines from one export (tests/conftest.py)
-pytestmark = pytest.mark.worker_group("r50_exports")
 SMALL = (320, 224)  # img_scale for the test: network inputs up to 320 x 320
 
 
 @pytest.fixture(scope="session")
-def r50_pt2(mmdet2_r50_ckpt: Path, export_engines: Callable[[Path], dict[str, Path]]) -> Path:
-    return export_engines(mmdet2_r50_ckpt)["aoti"]  # built with the ONNX engine, one export
+def r50_pt2(mmdet2_r50_ckpt: Path, export_engines: Callable[..., dict[str, Path]]) -> Path:
+    return export_engines(mmdet2_r50_ckpt, ("aoti",))["aoti"]
 
 
 @pytest.fixture(scope="module")
@@ -53,25 +51,7 @@ def test_manifest_of_pt2(r50_pt2: Path) -> None:
 
 @pytest.mark.slow
 def test_aoti_matches_eager_at_several_sizes(eager: Detector, r50_pt2: Path) -> None:
-    runner = load_engine(r50_pt2)
-    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=SMALL)
-    sizes = set()
-    for path in IMAGES:
-        batch = preprocess([cv2.imread(str(path))], cfg)
-        sizes.add(tuple(batch.images.shape[-2:]))
-        with torch.inference_mode():
-            ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
-            out_raw = runner(batch)
-        assert ref_raw[0].shape[0] > 0, f"{path.name}: the test needs detections"
-        names = eager.class_names
-        (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
-        (out,) = to_detections(out_raw, batch, names, eager.mask_threshold)
-        rep = match_detections(ref, out, box_iou_thr=0.99)
-        assert len(out) == len(ref), f"{path.name}: {len(out)} detections, eager {len(ref)}"
-        assert rep.matched == rep.total, f"{path.name}: {rep.matched}/{rep.total} matched"
-        assert rep.max_score_diff <= 1e-3, path.name
-        assert rep.mean_mask_iou >= 0.98, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
-    assert len(sizes) >= 3, f"the fixture images should give several input sizes, got {sizes}"
+    print(engine_parity(eager, load_engine(r50_pt2), IMAGES, SMALL))
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ and groups, exactly; RoIAlign and the multi-level extractor including rois of ne
 the deformable convolution with points outside the image). The whole detector is compiled once
 per session at a small max size and matched against eager on the four fixture images by IoU
 (STYLE.md): onnxruntime's convolutions sum in another order than torch's, and the random-weight
-fixture amplifies that float noise. PointRend and the cascade with DCN get the same check.
+fixture amplifies that float noise. PointRend and the cascade with DCN get the same check in
+their parity files (``tests/test_parity_*.py``), next to their AOTI engines from the same export.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import pytest
 import torch
 
 from cendetect import Detector
-from cendetect.engine import preprocess, to_detections
+from cendetect.engine import preprocess
 from cendetect.engine.runners import EngineError, load_engine, read_manifest
-from tests.compile.matching import match_detections
+from tests.compile.matching import engine_parity
 from tests.conftest import DATA
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (cendetect[onnx])")
@@ -31,13 +32,11 @@ pytest.importorskip("onnxscript", reason="onnxscript is not installed (cendetect
 
 IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
 SMALL = (320, 224)  # img_scale for the test: network inputs up to 320 x 320
-# one worker builds R50's AOTI and ONNX engines from one export (tests/conftest.py)
-pytestmark = pytest.mark.worker_group("r50_exports")
 
 
 @pytest.fixture(scope="session")
-def r50_onnx(mmdet2_r50_ckpt: Path, export_engines: Callable[[Path], dict[str, Path]]) -> Path:
-    return export_engines(mmdet2_r50_ckpt)["onnx"]  # built with the AOTI engine, one export
+def r50_onnx(mmdet2_r50_ckpt: Path, export_engines: Callable[..., dict[str, Path]]) -> Path:
+    return export_engines(mmdet2_r50_ckpt, ("onnx",))["onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -219,33 +218,9 @@ def _parity(
     min_mask_iou: float = 0.98,
     images: list[Path] = IMAGES,
 ) -> list[str]:
-    """Run eager and ``runner`` on ``images`` (small scale; default the four fixture images,
-    which give four input sizes) and match them: the
-    same number of detections, ``min_fraction`` of them matched at box IoU 0.99, scores within
-    1e-3, every matched mask at IoU >= ``min_mask_iou`` and their mean >= 0.99."""
-    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=SMALL)
-    sizes, notes = set(), []
-    for path in images:
-        batch = preprocess([cv2.imread(str(path))], cfg)
-        sizes.add(tuple(batch.images.shape[-2:]))
-        with torch.inference_mode():
-            ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
-        out_raw = runner(batch)
-        assert ref_raw[0].shape[0] > 0, f"{path.name}: the test needs detections"
-        names = eager.class_names
-        (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
-        (out,) = to_detections(out_raw, batch, names, eager.mask_threshold)
-        rep = match_detections(ref, out, box_iou_thr=0.99)
-        assert len(out) == len(ref), f"{path.name}: {len(out)} detections, eager {len(ref)}"
-        assert rep.matched >= min_fraction * rep.total, f"{path.name}: {rep.matched}/{rep.total}"
-        assert rep.max_score_diff <= 1e-3, path.name
-        low = min(rep.mask_ious)
-        assert low >= min_mask_iou, f"{path.name}: min mask IoU {low:.4f}"
-        assert rep.mean_mask_iou >= 0.99, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
-        notes.append(f"{path.name}: {rep.matched}/{rep.total}, mask IoU min {low:.4f} "
-                     f"mean {rep.mean_mask_iou:.4f}")  # fmt: skip
-    assert len(sizes) >= min(3, len(images)), f"the images should give several sizes: {sizes}"
-    return notes
+    """:func:`engine_parity` at the small test scale (default: the four fixture images, which
+    give four input sizes)."""
+    return engine_parity(eager, runner, images, SMALL, min_fraction, min_mask_iou)
 
 
 @pytest.mark.slow
@@ -263,40 +238,6 @@ def test_onnx_full_optimisation_nearly_matches(eager: Detector, r50_onnx: Path) 
     runner = load_engine(r50_onnx)
     runner.program = load_onnx(r50_onnx, torch.device("cpu"), optimization="all")
     _parity(eager, runner, min_fraction=0.95)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "name",
-    [  # in the worker that builds the architecture's AOTI engine from the same export
-        pytest.param("point_rend_r50_fpn", marks=pytest.mark.worker_group("point_rend")),
-        pytest.param("cascade_mask_rcnn_r50_fpn_dconv", marks=pytest.mark.worker_group("cascade")),
-    ],
-)
-def test_other_architectures_match_eager(
-    name: str, request: pytest.FixtureRequest, export_engines: Callable[[Path], dict[str, Path]]
-) -> None:
-    """PointRend (point sampling on top-k uncertainty, data-dependent) and the 3-stage cascade
-    with deformable convolutions in the backbone: every eager detection matched at box IoU 0.99
-    on two fixture images of different network sizes (224x224, 192x320; two, not four, to keep
-    the suite's time: eager PointRend with 100 refined masks takes ~5 s per image)."""
-    fixture = "point_rend_ckpt" if name.startswith("point") else "cascade_ckpt"
-    ckpt = request.getfixturevalue(fixture)
-    out = export_engines(ckpt)["onnx"]  # shared with the AOTI parity test of the architecture
-    model = onnx.load(str(out), load_external_data=False)
-    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, "non-standard ops"
-    if name.startswith("cascade"):
-        assert any(n.op_type == "GridSample" for n in model.graph.node)
-    # A mask of a few dozen pixels loses ~3 % IoU per flipped pixel: the cascade's three stages
-    # carry the float noise of the random weights furthest (measured min 0.969-0.972 on astronaut)
-    notes = _parity(
-        Detector.from_checkpoint(ckpt, device="cpu"),
-        load_engine(out),
-        1.0,
-        min_mask_iou=0.95,
-        images=[IMAGES[0], IMAGES[2]],  # astronaut, kite
-    )
-    print(name, notes)
 
 
 @pytest.mark.slow
