@@ -30,6 +30,7 @@ MMDET3 = DATA / "mmdet3"
 SLOW_FILES = (
     "tests/test_parity_point_rend.py",  # ~5 min: AOTI + ONNX build, mmdet parity, TorchScript
     "tests/test_parity_cascade.py",  # ~4 min
+    "tests/compile/test_r101_engines.py",  # ~2.5 min (measured alone)
     "tests/compile/test_aoti_engine.py",
     "tests/cli/test_redis.py",
     "tests/compile/test_default_model_engines.py",

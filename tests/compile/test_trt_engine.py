@@ -3,8 +3,8 @@
 torch_tensorrt cannot be installed on this project's machines (it needs a CUDA build of torch
 and the TensorRT wheels; the lent GPU machines have no TensorRT either), so the TensorRT
 compile-and-run test skips itself naming the missing package. What runs here: the exported
-program TensorRT is handed (dynamic min/opt/max spec, our ops as calls that stay in torch, same
-results as eager), the ``torch_tensorrt.Input`` specs, and the ``.ep`` container with its
+program TensorRT is handed (dynamic min/opt/max spec, our ops as calls that stay in torch, eager's
+results within 1e-4), the ``torch_tensorrt.Input`` specs, and the ``.ep`` container with its
 manifest (on the plain exported program: a real ``torch.export.save`` archive, not TensorRT's).
 """
 
@@ -103,12 +103,12 @@ def test_program_matches_eager(eager: Detector, program: torch.export.ExportedPr
         with torch.inference_mode():
             ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
             out_raw = module(batch.images, batch.image_sizes, batch.scale_factors)
+        assert ref_raw[0].shape[0] > 0, f"{path.name}: the test needs detections"
+        # the torch.export tier (STYLE.md): floats within 1e-4, labels and image ids equal
         assert torch.equal(ref_raw[2], out_raw[2]), path.name
-        torch.testing.assert_close(out_raw[0], ref_raw[0], rtol=0, atol=1e-3)
-        (ref,) = to_detections(ref_raw, batch, eager.class_names, eager.mask_threshold)
-        (out,) = to_detections(tuple(out_raw), batch, eager.class_names, eager.mask_threshold)
-        rep = match_detections(ref, out, box_iou_thr=0.99)
-        assert rep.matched == rep.total > 0 and rep.mean_mask_iou >= 0.98, path.name
+        assert torch.equal(ref_raw[4], out_raw[4]), path.name
+        for k in (0, 1, 3):  # boxes, scores, mask probabilities
+            torch.testing.assert_close(out_raw[k], ref_raw[k], rtol=1e-4, atol=1e-4)
     assert len(sizes) >= 3, sizes
 
 
