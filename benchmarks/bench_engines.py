@@ -29,6 +29,10 @@ Sizes: ``1333x800`` (a 1333x800 photo, default 1333x800 keep-ratio scale) and ``
 1024x1024 photo, ``img_scale`` set to 1024x1024). Export engines (aoti, onnx, trt) are built for
 the case's padded size (static shape), TorchScript for any size.
 
+Low-precision engines are built as ``cendetect-compile`` builds them (the image and the backbone
+stem in float32, ``--fp32-stride 2``); a suffix ``-sN`` picks another float32 stride, e.g.
+``torchscript-bf16-s0`` (every convolution bf16) or ``aoti-bf16-s8``.
+
 Usage (repo root):
     .venv/bin/python benchmarks/bench_engines.py                       # R50, CPU engines, mmdet
     .venv/bin/python benchmarks/bench_engines.py --models all --sizes 1024x1024 --batches 1
@@ -86,6 +90,24 @@ ENGINES = {
     "trt": ("trt", "fp16"),
 }
 
+
+def _engine(name: str) -> tuple[str, str, int | None]:
+    """(kind, precision, fp32 stride or None for the default) of an engine name: a key of
+    ``ENGINES``, or a low-precision one with ``-sN`` appended. KeyError if neither."""
+    base, _, stride = name.rpartition("-s")
+    if base in ENGINES and stride.isdigit() and ENGINES[base][1] in ("bf16", "fp16"):
+        return (*ENGINES[base], int(stride))
+    return (*ENGINES[name], None)
+
+
+def _known_engine(name: str) -> bool:
+    try:
+        _engine(name)
+    except KeyError:
+        return False
+    return True
+
+
 #: size name -> (photo size (w, h), img_scale (w, h))
 SIZES = {
     "1333x800": ((1333, 800), (1333, 800)),
@@ -131,6 +153,8 @@ def _ours(spec: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], float, Ca
             sizes["input_size"] = tuple(spec["padded_hw"])
         if precision == "fp32-nhwc":
             precision, sizes["channels_last"] = "fp32", True
+        if spec.get("fp32_stride") is not None:
+            sizes["fp32_stride"] = spec["fp32_stride"]
         t0 = time.perf_counter()
         compile_engine(
             spec["checkpoint"], artifact, engine=kind, precision=precision, device=device, **sizes
@@ -331,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     peers = [] if args.peers == "none" else [x for x in args.peers.split(",") if x]
     for bad, known, what in (
         ([m for m in models if m not in FIXTURES and m != "default"], FIXTURES, "models"),
-        ([e for e in engines if e not in ENGINES], ENGINES, "engines"),
+        ([e for e in engines if not _known_engine(e)], ENGINES, "engines"),
         ([s for s in sizes if s not in SIZES], SIZES, "sizes"),
     ):
         if bad:
@@ -415,9 +439,16 @@ def main(argv: list[str] | None = None) -> int:
                 flops = fl["flops"] if fl else None
                 runs: list[tuple[str, str, str, dict[str, Any] | None]] = []
                 for eng in engines:
-                    kind, precision = ENGINES[eng]
+                    kind, precision, stride = _engine(eng)
                     tag = f"{model}_{size}_{eng}"
-                    s = {**spec, "tag": tag, "kind": kind, "precision": precision, "padded_hw": hw}
+                    s = {
+                        **spec,
+                        "tag": tag,
+                        "kind": kind,
+                        "precision": precision,
+                        "fp32_stride": stride,
+                        "padded_hw": hw,
+                    }
                     print(f"[{tag}] running", file=sys.stderr)
                     runs.append(
                         (eng, precision, "ours", _spawn("ours", sys.executable, env, s, tmp))

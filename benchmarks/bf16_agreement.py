@@ -9,8 +9,9 @@ bf16 model is :func:`cendetect.compile.precision.with_precision` (what ``cendete
 
 Usage (repo root):
     .venv/bin/python benchmarks/bf16_agreement.py [--checkpoint CKPT] \\
-        [--images samples /work/data/synth_v1/val] [--limit 0 30]
+        [--images samples /work/data/synth_v1/val] [--limit 0 30] [--fp32-stride 0 2 4 8]
 ``--limit`` gives the number of (sorted) images taken from each folder (0 = all).
+``--fp32-stride`` compares the float32-stage policies (``with_precision``'s ``fp32_stride``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", nargs="+", type=int, default=[0])
     p.add_argument("--confidence", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--fp32-stride",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="backbone stages kept float32 up to this stride, one run per value "
+        "(default: what cendetect-compile builds; 0: none)",
+    )
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
     import numpy as np
@@ -52,18 +61,21 @@ def main(argv: list[str] | None = None) -> int:
         found = sorted(f for f in Path(folder).iterdir() if f.suffix.lower() in EXTS)
         paths += found[:limit] if limit else found
     det = Detector.from_checkpoint(ckpt, device="cpu")
-    low = with_precision(det.model, "bf16")
-    t0 = time.perf_counter()
-    ious = low_precision_agreement(det, low, paths, args.confidence)
-    a = np.asarray(ious)
-    if a.size == 0:
-        raise SystemExit("no fp32 detections above the confidence on these images")
-    unmatched, seconds = int((a == 0).sum()), time.perf_counter() - t0
-    print(
-        f"{ckpt}: {len(paths)} images, {a.size} detections, {unmatched} unmatched; "
-        f"mean mask IoU {a.mean():.4f} (matched only {a[a > 0].mean():.4f}), "
-        f"10th percentile {np.percentile(a, 10):.3f}; {seconds:.0f} s"
-    )
+    for stride in args.fp32_stride:
+        low = with_precision(det.model, "bf16", fp32_stride=stride)
+        t0 = time.perf_counter()
+        ious = low_precision_agreement(det, low, paths, args.confidence)
+        a = np.asarray(ious)
+        if a.size == 0:
+            raise SystemExit("no fp32 detections above the confidence on these images")
+        unmatched, seconds = int((a == 0).sum()), time.perf_counter() - t0
+        kept = ",".join(low.fp32_stages) or "none"
+        print(
+            f"{ckpt}: fp32 stages {kept}; {len(paths)} images, {a.size} detections, "
+            f"{unmatched} unmatched; mean mask IoU {a.mean():.4f} (matched only "
+            f"{a[a > 0].mean():.4f}), 10th percentile {np.percentile(a, 10):.3f}; {seconds:.0f} s",
+            flush=True,
+        )
     return 0
 
 

@@ -109,6 +109,7 @@ def compile_engine(
     max_size: tuple[int, int] | None = None,
     input_size: tuple[int, int] | None = None,
     channels_last: bool = False,
+    fp32_stride: int | None = None,
 ) -> Manifest:
     """Build the artifact of ``checkpoint`` at ``output`` and return its manifest.
 
@@ -127,6 +128,9 @@ def compile_engine(
         channels_last: TorchScript only: an fp32 engine in channels-last memory with BatchNorm
             folded into the convolutions (faster on CPUs; equal to eager up to float rounding,
             not bit for bit). bf16 TorchScript engines are channels-last anyway.
+        fp32_stride: fp16/bf16 only: the image and the backbone stages whose output stride is
+            at most this stay float32 (None: ``DEFAULT_FP32_STRIDE`` = 2, the stem; 0: every
+            convolution in the low dtype). Recorded in the manifest.
 
     Raises:
         EngineError: unknown engine or precision, fp16 on the CPU, CUDA asked for without CUDA,
@@ -144,6 +148,7 @@ def compile_engine(
         max_size=max_size,
         input_size=input_size,
         channels_last=channels_last,
+        fp32_stride=fp32_stride,
     )
     return manifests[engine]
 
@@ -161,6 +166,7 @@ def compile_engines(
     max_size: tuple[int, int] | None = None,
     input_size: tuple[int, int] | None = None,
     channels_last: bool = False,
+    fp32_stride: int | None = None,
 ) -> dict[str, Manifest]:
     """Build several engines of one checkpoint: ``outputs`` maps engine kind -> artifact file.
 
@@ -176,6 +182,7 @@ def compile_engines(
     sizes = (min_size, opt_size, max_size, input_size)
     for engine in outputs:
         _check_options(engine, precision, device, any(sizes), channels_last)
+    stride = _fp32_stride(precision, fp32_stride)
     det = Detector.from_checkpoint(checkpoint, device=device, model=model, classes=classes)
     pre = det.preprocess_cfg
     base = Manifest(
@@ -192,6 +199,7 @@ def compile_engines(
         mask_threshold=det.mask_threshold,
         cendetect_version=cendetect.__version__,
         layout="nchw",
+        fp32_stride=stride,
     )
     manifests: dict[str, Manifest] = {}
     program: torch.export.ExportedProgram | None = None
@@ -202,7 +210,9 @@ def compile_engines(
         if engine == "torchscript":
             from cendetect.compile.torchscript import save_torchscript
 
-            net = _ready(det.model, precision, channels_last=True if channels_last else None)
+            net = _ready(
+                det.model, precision, channels_last=True if channels_last else None, stride=stride
+            )
             runs_nhwc = bool(getattr(net, "channels_last", False))
             manifest = dataclasses.replace(
                 manifest,
@@ -221,7 +231,11 @@ def compile_engines(
             # detections (mean mask IoU 0.56 on the samples; tests/compile/
             # test_precision_default_model.py). fp32 stays the eager model itself, fp16 NCHW.
             net = _ready(
-                det.model, precision, channels_last=precision == "bf16", nchw_mask_heads=True
+                det.model,
+                precision,
+                channels_last=precision == "bf16",
+                nchw_mask_heads=True,
+                stride=stride,
             )
             layout = "channels_last" if getattr(net, "channels_last", False) else "nchw"
             program = export_program(net, base.input, max(pre.size_divisor, 1), device)
@@ -286,14 +300,37 @@ def _check_options(
         )
 
 
+def _fp32_stride(precision: str, fp32_stride: int | None) -> int:
+    """The float32-stage stride an artifact of ``precision`` gets (0 for fp32 engines)."""
+    from cendetect.compile.precision import DEFAULT_FP32_STRIDE
+
+    if precision == "fp32":
+        if fp32_stride:
+            raise EngineError(
+                f"--fp32-stride {fp32_stride} applies to --bf16/--fp16 engines; an fp32 engine "
+                "runs every layer in float32 already"
+            )
+        return 0
+    if fp32_stride is None:
+        return DEFAULT_FP32_STRIDE
+    if fp32_stride < 0:
+        raise EngineError(f"--fp32-stride must be 0 or more, got {fp32_stride}")
+    return fp32_stride
+
+
 def _ready(
     model: torch.nn.Module,
     precision: str,
     channels_last: bool | None = None,
     nchw_mask_heads: bool = False,
+    stride: int = 0,
 ) -> torch.nn.Module:
     from cendetect.compile.precision import with_precision
 
     return with_precision(
-        model.eval(), precision, channels_last=channels_last, nchw_mask_heads=nchw_mask_heads
+        model.eval(),
+        precision,
+        channels_last=channels_last,
+        nchw_mask_heads=nchw_mask_heads,
+        fp32_stride=stride,
     )

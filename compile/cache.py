@@ -41,7 +41,8 @@ def engine_cache_path(
     cache_dir: str | os.PathLike | None = None,
     sha256: str | None = None,
 ) -> Path:
-    """Where the artifact of this key lives: ``STEM-SHA16[.MODEL].KIND.DEVICE.PREC.tTORCH.SUFFIX``.
+    """Where the artifact of this key lives: ``STEM-SHA16[.MODEL].KIND.DEVICE.PREC.tTORCH.SUFFIX``
+    (``PREC`` of fp16/bf16 artifacts carries the float32-stage stride: ``bf16-s2``).
 
     ``sha256`` (hex digest of the checkpoint) is computed when not given.
     """
@@ -52,6 +53,12 @@ def engine_cache_path(
     parts = [f"{Path(checkpoint).stem}-{digest[:16]}"]
     if model:
         parts.append(model)
+    if precision != "fp32":
+        from cendetect.compile.precision import DEFAULT_FP32_STRIDE
+
+        # the float32-stage policy changes what a low-precision artifact computes: a cache
+        # entry built under another default must not be reused
+        precision = f"{precision}-s{DEFAULT_FP32_STRIDE}"
     parts += [kind, device, precision, f"t{torch_version}"]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", ".".join(parts)) + ENGINE_KINDS[kind]
     return Path(cache_dir or engine_cache_dir()) / name

@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         help="TorchScript fp32: channels-last memory with BatchNorm folded into the convolutions "
         "(faster on CPUs; equal to eager up to float rounding). bf16 is channels-last anyway",
     )
+    p.add_argument(
+        "--fp32-stride",
+        type=int,
+        metavar="N",
+        help="with --bf16/--fp16: the image and the backbone layers whose output stride is at "
+        "most N stay float32 (default 2: the stem, the layers that cost most agreement with "
+        "fp32 per FLOP; 0: every convolution in the low dtype). docs/engines.md, Precision",
+    )
     p.add_argument("--min-size", type=_size, help="smallest network input HxW (export engines)")
     p.add_argument("--opt-size", type=_size, help="input HxW the engine is tuned for")
     p.add_argument("--max-size", type=_size, help="largest network input HxW")
@@ -136,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             precision=precision,
             device=args.device,
             model=args.model,
+            fp32_stride=args.fp32_stride,
             min_size=args.min_size,
             opt_size=args.opt_size,
             max_size=args.max_size,
@@ -158,8 +167,11 @@ def _report(output: Path, manifest: Manifest, elapsed: float) -> None:
         if manifest.input.any_size
         else f"{manifest.input.min}..{manifest.input.max} (opt {manifest.input.opt})"
     )
+    precision = manifest.precision
+    if manifest.fp32_stride:
+        precision += f", float32 up to stride {manifest.fp32_stride}"
     print(
-        f"wrote {output}: {manifest.engine} {manifest.precision} ({manifest.layout}) on "
+        f"wrote {output}: {manifest.engine} {precision} ({manifest.layout}) on "
         f"{manifest.device}, "
         f"model {manifest.model}, classes {list(manifest.classes)}, input {spec_text}, "
         f"{elapsed:.1f} s"

@@ -124,6 +124,9 @@ class Manifest:
         format_version: version of this manifest layout.
         layout: ``'nchw'`` or ``'channels_last'``: the memory format the program's
             convolutions run in (channels-last: BatchNorm folded into the convolutions).
+        fp32_stride: fp16/bf16 artifacts: the image and the backbone stages up to this output
+            stride run in float32 (0: every convolution in the low dtype; artifacts built
+            before this field existed are 0).
     """
 
     engine: str
@@ -140,6 +143,7 @@ class Manifest:
     cendetect_version: str = ""
     format_version: int = FORMAT_VERSION
     layout: str = "nchw"
+    fp32_stride: int = 0
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -174,6 +178,7 @@ class Manifest:
                 cendetect_version=str(d.get("cendetect_version", "")),
                 format_version=int(d.get("format_version", FORMAT_VERSION)),
                 layout=str(d.get("layout", "nchw")),
+                fp32_stride=int(d.get("fp32_stride", 0)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise EngineError(

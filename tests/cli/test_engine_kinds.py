@@ -142,6 +142,12 @@ def test_cache_key_covers_contents_kind_precision_device(tmp_path: Path, tiny_ck
         engine_cache_path(tiny_ckpt, "onnx", cache_dir=tmp_path, sha256="f" * 64),
     }
     assert base not in others and len(others) == 4
+    # a low-precision key names the float32-stage policy: entries built under another default
+    # (all-bf16 engines before the float32 stem) are not reused
+    bf16 = engine_cache_path(tiny_ckpt, "torchscript", precision="bf16", cache_dir=tmp_path)
+    from cendetect.compile.precision import DEFAULT_FP32_STRIDE
+
+    assert f".bf16-s{DEFAULT_FP32_STRIDE}." in bf16.name
     with pytest.raises(EngineError, match="unknown engine 'tf'"):
         engine_cache_path(tiny_ckpt, "tf", cache_dir=tmp_path)
 

@@ -23,6 +23,7 @@ from torch import nn
 from cendetect import Detector
 from cendetect.compile.build import compile_engine
 from cendetect.compile.precision import LowPrecision, with_precision
+from cendetect.config import PreprocessConfig
 from cendetect.engine import preprocess, to_detections
 from cendetect.engine.runners import load_engine, read_manifest
 from cendetect.models.layers import FrozenBatchNorm2d
@@ -49,9 +50,12 @@ def test_policy_low_precision_layers_fp32_outputs(eager: Detector) -> None:
     low = with_precision(eager.model, "bf16")
     assert isinstance(low, LowPrecision)
     assert with_precision(eager.model, "fp32") is eager.model
+    assert low.fp32_stages == ["conv1"]  # ResNet's stem: the only stage at stride 2
+    stem = {id(m) for m in low.model.backbone.conv1.modules()}
     for module in low.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            assert module.weight.dtype == torch.bfloat16
+            dtype = torch.float32 if id(module) in stem else torch.bfloat16
+            assert module.weight.dtype == dtype
         if isinstance(module, FrozenBatchNorm2d):
             assert module.running_var.dtype == torch.float32
     # the original model is untouched
@@ -148,3 +152,83 @@ def test_nchw_mask_heads_in_a_channels_last_model(arch: str, heads: int) -> None
         m for m in low.modules() if isinstance(m, nn.Conv2d) and id(m) not in inside
     ]  # backbone, neck, RPN head (and PointRend's coarse head convs are mask-head ones)
     assert rest and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in rest)
+
+
+def _arch_model(arch: str) -> nn.Module:
+    from cendetect.models import build_model
+    from cendetect.zoo import zoo_model_config
+
+    return build_model(zoo_model_config(arch, num_classes=2)).eval()
+
+
+@pytest.mark.parametrize(
+    ("arch", "stride", "stages", "first_low", "neck_cast"),
+    [
+        ("mask_rcnn_r50_fpn", None, ["conv1"], "layer1", False),
+        ("mask_rcnn_r50_fpn", 4, ["conv1", "layer1"], "layer2", True),
+        ("mask_rcnn_r50_fpn", 0, [], None, False),
+        ("mobilenet_v2_fpn", None, ["conv1", "layer1"], "layer2", False),
+        ("mobilenet_v2_fpn", 8, ["conv1", "layer1", "layer2", "layer3"], "layer4", True),
+        (
+            "mobilenet_v2_fpn",
+            64,
+            ["conv1"] + [f"layer{i}" for i in range(1, 8)] + ["conv2"],
+            None,
+            True,
+        ),
+    ],
+)
+def test_float32_stages(
+    arch: str, stride: int | None, stages: list[str], first_low: str | None, neck_cast: bool
+) -> None:
+    """fp16/bf16 keep the image and the backbone stages up to ``fp32_stride`` in float32 with
+    their float32 weights; the stage after them and the neck read the low dtype."""
+    from cendetect.compile import precision as P
+
+    model = _arch_model(arch)
+    low = with_precision(model, "bf16", fp32_stride=stride)
+    assert low.fp32_stages == stages
+    backbone = low.model.backbone
+    kept = {id(m) for name in stages for m in getattr(backbone, name).modules()}
+    for name, module in low.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            want = torch.float32 if id(module) in kept else torch.bfloat16
+            assert module.weight.dtype == want, name
+    if first_low is not None:
+        assert isinstance(getattr(backbone, first_low), P._CastInput)
+    assert isinstance(low.model.neck, P._CastInputs) == neck_cast
+    assert low.fp32_input == bool(stages)
+    # what each part is fed: the float32 image and float32 activations up to the last kept
+    # stage, the low dtype after it
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        getattr(backbone, name).register_forward_pre_hook(
+            lambda _m, args, name=name: seen.__setitem__(name, args[0].dtype)
+        )
+        for name, _ in P.backbone_stages(backbone)
+        if name in ("conv1", "layer1", "layer2", "layer3", "layer4")
+    ]
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    batch = preprocess([image], PreprocessConfig(img_scale=(128, 96), size_divisor=32))
+    with torch.inference_mode():
+        low(batch.images, batch.image_sizes, batch.scale_factors)
+    for h in hooks:
+        h.remove()
+    for name, dtype in seen.items():
+        # a kept stage reads float32; the first low stage's wrapper is handed float32 and casts,
+        # so the stages after it read the low dtype
+        handed_fp32 = name in stages or name == first_low
+        assert dtype == (torch.float32 if handed_fp32 else torch.bfloat16), (name, dtype)
+
+
+def test_float32_stages_refused_where_they_mean_nothing(tmp_path: Path) -> None:
+    from cendetect.compile.build import _fp32_stride
+    from cendetect.engine.runners import EngineError
+
+    assert _fp32_stride("bf16", None) == 2
+    assert _fp32_stride("fp16", 0) == 0
+    assert _fp32_stride("fp32", None) == 0
+    with pytest.raises(EngineError, match="--fp32-stride 4 applies to --bf16/--fp16"):
+        _fp32_stride("fp32", 4)
+    with pytest.raises(EngineError, match="0 or more"):
+        _fp32_stride("bf16", -1)
