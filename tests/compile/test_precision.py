@@ -214,6 +214,7 @@ def test_float32_stages(
         low(batch.images, batch.image_sizes, batch.scale_factors)
     for h in hooks:
         h.remove()
+    assert len(seen) == len(hooks)  # every hooked stage ran
     for name, dtype in seen.items():
         # a kept stage reads float32; the first low stage's wrapper is handed float32 and casts,
         # so the stages after it read the low dtype
@@ -221,7 +222,7 @@ def test_float32_stages(
         assert dtype == (torch.float32 if handed_fp32 else torch.bfloat16), (name, dtype)
 
 
-def test_float32_stages_refused_where_they_mean_nothing(tmp_path: Path) -> None:
+def test_float32_stages_refused_where_they_mean_nothing() -> None:
     from cendetect.compile.build import _fp32_stride
     from cendetect.engine.runners import EngineError
 
