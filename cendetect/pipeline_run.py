@@ -2,7 +2,8 @@
 
 Three stages run at once: worker threads decode the next images while the model runs on the
 current batch, and other worker threads composite and encode the previous batch's outputs
-(OpenCV releases the GIL while decoding and encoding). Both queues are bounded, so memory does
+(OpenCV releases the GIL while decoding; PNG outputs are encoded by :mod:`cendetect.io.png`,
+whose row filter and ISA-L deflate release it too). Both queues are bounded, so memory does
 not grow with the number of inputs. Each output is written atomically, so an interrupted run
 leaves no half-written file, and a re-run skips inputs whose outputs all exist.
 

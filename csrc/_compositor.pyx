@@ -44,6 +44,12 @@ cdef extern from "compositor.h" namespace "cendetect" nogil:
         int64_t src_x0, int64_t src_y0, ImageView image) except +
 
 
+cdef extern from "png_filter.h" namespace "cendetect" nogil:
+    void c_png_filter_rows "cendetect::png_filter_rows"(
+        const uint8_t* src, int64_t height, int64_t width, int64_t channels, int64_t row_stride,
+        int filter, uint8_t* out) except +
+
+
 def get_num_threads() -> int:
     """Threads the compositor uses (default: $CENDETECT_NUM_THREADS, else the core count)."""
     return c_get_num_threads()
@@ -177,3 +183,17 @@ def copy_bitmaps(const uint8_t[::1] bits, const int64_t[:, ::1] windows,
     with nogil:
         c_copy_bitmaps(_bptr(bits), &windows[0, 0], &offsets[0], n, sp, src.shape[0],
                        src.shape[1], src.strides[0], src_x0, src_y0, view)
+
+
+def png_filter_rows(const uint8_t[:, :, :] image, int filter, uint8_t[:, ::1] out) -> None:
+    """PNG scanlines of image [H, W, C] (C 1, 3 or 4; BGR(A) swapped to RGB(A)) with one
+    filter type (0-4) into out [H, 1 + W * C] (csrc/png_filter.h)."""
+    cdef int64_t h = image.shape[0], w = image.shape[1], c = image.shape[2]
+    if image.strides[2] != 1 or image.strides[1] != c:
+        raise ValueError("image pixels must be packed (channel stride 1, pixel stride channels)")
+    if out.shape[0] != h or out.shape[1] != 1 + w * c:
+        raise ValueError(f"out must be [{h}, {1 + w * c}], got [{out.shape[0]}, {out.shape[1]}]")
+    if h == 0 or w == 0:
+        return
+    with nogil:
+        c_png_filter_rows(&image[0, 0, 0], h, w, c, image.strides[0], filter, &out[0, 0])
