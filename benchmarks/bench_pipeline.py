@@ -18,16 +18,21 @@ scale, so a 1024x1024 image runs at 800x800); ``--model default`` the default mo
 with the package (``mobilenet_v2_fpn``, 512 long-side test scale); ``--model tiny`` (or
 ``--tiny``) the tests' tiny config (64x64, ``tests/tiny_model.py``), where decoding/encoding
 dominate. The outputs of the two are compared
-pixel for pixel. Each side runs in its own subprocess with torch's default threads; the other
+pixel for pixel (with the tiny model's random weights, many mask values sit at the 0.5
+threshold, and the last-bit differences between torch's 2 threads and two 1-thread streams flip
+a few border pixels: ``--streams 1`` makes them identical; the trained models' outputs are
+identical either way). Each side runs in its own subprocess with torch's default threads; the other
 processes' CPU use during each run is printed (``/proc/stat``), and ``--wait-quiet S`` waits up
 to S seconds for the machine to be quiet first.
 
 ``--engine KIND [--bf16]`` runs both sides on one compiled artifact instead of eager (built
-before the timed runs).
+before the timed runs). ``--repeat N`` runs the pair N times, alternately (loop, ours, loop,
+ours...), and prints the median of the per-pair ratios: the machine's speed drifts between
+runs by more than the difference being measured, and alternating pairs shares the drift.
 
 Usage (repo root):
     .venv/bin/python benchmarks/bench_pipeline.py [--images 200] [--model r50|default|tiny]
-        [--engine eager|torchscript|aoti|onnx] [--bf16]
+        [--engine eager|torchscript|aoti|onnx] [--bf16] [--repeat N]
 The script is also the baseline worker (``--worker baseline``).
 """
 
@@ -37,6 +42,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,13 +129,15 @@ def _checkpoint(tmp: Path, model: str) -> Path:
     return save_mmdet2_checkpoint(fixture, tmp / "r50.pth")
 
 
-def _timed(cmd: list[str]) -> tuple[float, float, str]:
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(wall seconds, cores used by other processes meanwhile, stdout) of one subprocess."""
     import resource
 
     b0, t0 = _cpu_busy_s(), time.monotonic()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}
+    )
     wall = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -159,6 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--bf16", action="store_true", help="a bf16 engine (torchscript, aoti)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S")
+    p.add_argument(
+        "--loop-malloc-tuned",
+        action="store_true",
+        help="give the det.py loop the glibc malloc settings cendetect run sets for itself "
+        "(cendetect/runtime.py), through MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the pair this many times, alternately (loop, ours, loop, ours...); the "
+        "median of the per-pair ratios is printed with each pair's figures",
+    )
     p.add_argument("--worker", choices=("baseline",), help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -179,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         model = "tiny" if args.tiny else args.model
         ckpt = _checkpoint(tmp, model)
         _make_inputs(tmp / "in", args.images, args.size)
-        (tmp / "base").mkdir()
         engine = None
         if args.engine != "eager":
             from cendetect.compile import compile_engine
@@ -205,20 +226,34 @@ def main(argv: list[str] | None = None) -> int:
                               + (["--streams", str(args.streams)] if args.streams else [])
                               + (["--engine", engine] if engine else []),
         }  # fmt: skip
-        results = {}
-        for name, cmd in runs.items():
-            if args.wait_quiet > 0:
-                print(f"{name}: other load before start {wait_quiet(args.wait_quiet):.2f} cores")
-            wall, others, out = _timed(cmd)
-            if name == "det.py loop":
-                loop = json.loads(out.strip().splitlines()[-1])["loop_s"]
-            else:
-                loop = float(re.search(r"failed in ([0-9.]+) s", out).group(1))
-            results[name] = (wall, loop, others)
-        same = all(
-            np.array_equal(cv2.imread(str(f)), cv2.imread(str(tmp / "ours" / f.name)))
-            for f in sorted((tmp / "base").glob("*.png"))
-        )
+        pairs: list[dict[str, tuple[float, float, float]]] = []
+        loop_env = None
+        if args.loop_malloc_tuned:
+            from cendetect.runtime import _TRIM_THRESHOLD, MMAP_THRESHOLD
+
+            loop_env = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+                        "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD)}  # fmt: skip
+        same = True
+        for _ in range(max(1, args.repeat)):
+            for d in ("base", "ours"):
+                shutil.rmtree(tmp / d, ignore_errors=True)
+            (tmp / "base").mkdir()
+            results = {}
+            for name, cmd in runs.items():
+                if args.wait_quiet > 0:
+                    quiet = wait_quiet(args.wait_quiet)
+                    print(f"{name}: other load before start {quiet:.2f} cores")
+                wall, others, out = _timed(cmd, loop_env if name == "det.py loop" else None)
+                if name == "det.py loop":
+                    loop = json.loads(out.strip().splitlines()[-1])["loop_s"]
+                else:
+                    loop = float(re.search(r"failed in ([0-9.]+) s", out).group(1))
+                results[name] = (wall, loop, others)
+            pairs.append(results)
+            same = same and all(
+                np.array_equal(cv2.imread(str(f)), cv2.imread(str(tmp / "ours" / f.name)))
+                for f in sorted((tmp / "base").glob("*.png"))
+            )
     n = args.images
     scale = {
         "tiny": "the tests' tiny 64x64 config",
@@ -228,12 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} images {args.size}x{args.size}, {scale}, CPU, "
           f"{os.cpu_count()} cores; batch {args.batch_size}, workers {args.workers}, "
           f"streams {args.streams or 'default'}; engine {args.engine}"
-          f"{' bf16' if args.bf16 else ''}")  # fmt: skip
-    print(f"{'':16}{'end-to-end img/s':>18}{'loop img/s':>12}{'other load':>12}")
-    for name, (wall, loop, others) in results.items():
-        print(f"{name:16}{n / wall:18.3f}{n / loop:12.3f}{others:11.2f}c")
-    (bw, bl, _), (ow, ol, _) = results["det.py loop"], results["cendetect run"]
-    print(f"speed-up: end-to-end {bw / ow:.2f}x, loop {bl / ol:.2f}x; outputs identical: {same}")
+          f"{' bf16' if args.bf16 else ''}"
+          f"{'; the loop with our malloc settings' if args.loop_malloc_tuned else ''}")  # fmt: skip
+    print(f"{'':20}{'end-to-end img/s':>18}{'loop img/s':>12}{'other load':>12}")
+    e2e, loops = [], []
+    for i, results in enumerate(pairs, 1):
+        for name, (wall, loop, others) in results.items():
+            label = f"{name} #{i}" if len(pairs) > 1 else name
+            print(f"{label:20}{n / wall:18.3f}{n / loop:12.3f}{others:11.2f}c")
+        (bw, bl, _), (ow, ol, _) = results["det.py loop"], results["cendetect run"]
+        e2e.append(bw / ow)
+        loops.append(bl / ol)
+        if len(pairs) > 1:
+            print(f"  pair #{i}: end-to-end {bw / ow:.2f}x, loop {bl / ol:.2f}x")
+    how = f" (median of {len(pairs)} pairs)" if len(pairs) > 1 else ""
+    print(f"speed-up{how}: end-to-end {statistics.median(e2e):.2f}x, "
+          f"loop {statistics.median(loops):.2f}x; outputs identical: {same}")  # fmt: skip
     return 0
 
 
