@@ -229,10 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         pairs: list[dict[str, tuple[float, float, float]]] = []
         loop_env = None
         if args.loop_malloc_tuned:
-            from cendetect.runtime import _TRIM_THRESHOLD, MMAP_THRESHOLD
+            from cendetect.runtime import MMAP_THRESHOLD, TRIM_THRESHOLD
 
             loop_env = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
-                        "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD)}  # fmt: skip
+                        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}  # fmt: skip
         same = True
         for _ in range(max(1, args.repeat)):
             for d in ("base", "ours"):

@@ -18,12 +18,13 @@ import ctypes
 import os
 import sys
 
-__all__ = ["MMAP_THRESHOLD", "tune_malloc"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune_malloc"]
 
 #: allocations up to this size come from the heap (glibc's maximum for the threshold, 32 MiB
 #: on 64-bit systems)
 MMAP_THRESHOLD = 32 * 1024 * 1024
-_TRIM_THRESHOLD = 1 << 30
+#: the heap is not trimmed below this much free memory at its top (1 GiB: practically never)
+TRIM_THRESHOLD = 1 << 30
 _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
 _M_MMAP_THRESHOLD = -3
 # Set by the user: their choice wins.
@@ -49,5 +50,5 @@ def tune_malloc() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )

@@ -127,6 +127,10 @@ def _model_file(model: str | None, directory: Path) -> Path:
 def load_detector(args: argparse.Namespace) -> Detector:
     """The detector the model options name.
 
+    Every inference command (run, watch, redis, eval) comes through here, so this is also
+    where the process's allocator is set up for inference (:func:`cendetect.runtime.tune_malloc`:
+    feature maps reuse heap memory instead of fresh zeroed pages per image).
+
     Raises:
         CliError: no model file, an unusable file, or a device that is not there; the message
             says what was looked for and how to fix it.
@@ -134,7 +138,9 @@ def load_detector(args: argparse.Namespace) -> Detector:
     import torch
 
     from cendetect.detector import Detector
+    from cendetect.runtime import tune_malloc
 
+    tune_malloc()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda: torch sees no CUDA device here; use --device cpu")

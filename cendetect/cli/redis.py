@@ -62,9 +62,6 @@ def serve(args: argparse.Namespace) -> int:
         password = os.environ.get(args.redis_password_env)
         if password is None:
             raise CliError(f"--redis_password_env {args.redis_password_env}: variable not set")
-    from cendetect.runtime import tune_malloc
-
-    tune_malloc()  # see cendetect/runtime.py
     detector = load_detector(args)
     client = redis.Redis(
         host=args.redis_host, port=args.redis_port, db=args.redis_db, password=password

@@ -99,9 +99,6 @@ def run(args: argparse.Namespace) -> int:
             f"--input_path {args.input_path}: no such file or folder (CenDetect's default "
             "is a folder named 'input' in the current directory)"
         ) from None
-    from cendetect.runtime import tune_malloc
-
-    tune_malloc()  # feature maps from the heap, not fresh mmap pages per image (runtime.py)
     detector = load_detector(args)
     if args.classes:
         unknown = [c for c in args.classes if c not in detector.class_names]

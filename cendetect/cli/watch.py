@@ -51,9 +51,6 @@ def watch(args: argparse.Namespace) -> int:
         raise CliError(f"--prediction_in {args.prediction_in}: no such folder")
     if args.poll_wait < 0:
         raise CliError(f"--poll_wait {args.poll_wait}: must be >= 0")
-    from cendetect.runtime import tune_malloc
-
-    tune_malloc()  # see cendetect/runtime.py
     detector = load_detector(args)
     opts = WatchOptions(
         prediction_in=args.prediction_in,

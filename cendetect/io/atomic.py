@@ -57,10 +57,13 @@ def write_image_atomic(path: str | os.PathLike[str], image: np.ndarray) -> None:
     faster than OpenCV's libpng path); everything else through ``cv2.imencode``.
     """
     ext = Path(path).suffix.lower() or ".png"
-    if ext == ".png" and image.dtype == np.uint8 and image.size:
+    data = None
+    if ext == ".png" and image.dtype == np.uint8:
         with contextlib.suppress(ValueError):  # a layout encode_png does not write: OpenCV's
-            write_bytes_atomic(path, encode_png(image))
-            return
+            data = encode_png(image)
+    if data is not None:
+        write_bytes_atomic(path, data)
+        return
     ok, buf = cv2.imencode(ext, image)
     if not ok:
         raise ValueError(
