@@ -33,6 +33,13 @@ Low-precision engines are built as ``cendetect-compile`` builds them (the image 
 stem in float32, ``--fp32-stride 2``); a suffix ``-sN`` picks another float32 stride, e.g.
 ``torchscript-bf16-s0`` (every convolution bf16) or ``aoti-bf16-s8``.
 
+CPU code paths (``--isa``): every engine of ours can run once per ISA level of
+``tests/isa.py`` (``native``, ``avx512_bf16``, ``avx512``, ``avx2``, ``default``: environment
+variables that make torch, oneDNN, oneMKL and Inductor take the path of another CPU), e.g.
+``--isa native,avx512_bf16`` on a Xeon with AMX times bf16 on AMX and on AVX-512 BF16 (the path
+of an AMD EPYC Zen 4) in one run; each row is then named ``engine@level``, its ``vs eager``
+against eager at the same level, and the conv rate is measured per level.
+
 Usage (repo root):
     .venv/bin/python benchmarks/bench_engines.py                       # R50, CPU engines, mmdet
     .venv/bin/python benchmarks/bench_engines.py --models all --sizes 1024x1024 --batches 1
@@ -339,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         default=str(DEFAULT_MMDET_PYTHON) if DEFAULT_MMDET_PYTHON.exists() else None,
     )
     p.add_argument("--tv-stub", default=str(DEFAULT_TV_STUB))
+    p.add_argument(
+        "--isa",
+        default="",
+        help="comma list of tests/isa.py levels to run our engines under (default: as is)",
+    )
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
@@ -368,6 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     from tests.weights import save_mmdet2_checkpoint
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
+    from tests.isa import ISA_LEVELS, missing_flags
+
+    levels = [x for x in args.isa.split(",") if x]
+    for lvl in levels:
+        if lvl not in ISA_LEVELS:
+            p.error(f"unknown --isa level {lvl!r}; known: {', '.join(ISA_LEVELS)}")
+        if missing_flags(ISA_LEVELS[lvl]):
+            p.error(f"--isa {lvl}: this CPU lacks {', '.join(missing_flags(ISA_LEVELS[lvl]))}")
+    # (suffix for engine names, environment) per level; one unnamed run when --isa is not given
+    isa_envs = [(f"@{lvl}", ISA_LEVELS[lvl].environ(env)) for lvl in levels] or [("", env)]
     peer_env = {k: v for k, v in env.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
     peer_env["PYTHONPATH"] = args.tv_stub
     info = {
@@ -391,22 +413,25 @@ def main(argv: list[str] | None = None) -> int:
             images[s] = tmp / f"photo_{s}.png"
             cv2.imwrite(str(images[s]), cv2.resize(kite, wh, interpolation=cv2.INTER_LINEAR))
         base = {"threads": args.threads, "device": args.device, "tmp": str(tmp)}
-        conv = _spawn("conv", sys.executable, env, {**base, "tag": "conv"}, tmp)
-        rates = conv["gflops"] if conv else {}
-        info["conv_gflops"] = rates
-        by_layout = conv.get("gflops_by_layout", {}) if conv else {}
-        info["conv_gflops_by_layout"] = by_layout
-        print(
-            f"3x3 conv rate ({args.device}, best layout): "
-            + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
-            + " ("
-            + "; ".join(
-                f"{k} " + " / ".join(f"{lay} {v:.0f}" for lay, v in d.items())
-                for k, d in by_layout.items()
+        rates_by_isa: dict[str, dict[str, float]] = {}
+        for suffix, ienv in isa_envs:
+            conv = _spawn("conv", sys.executable, ienv, {**base, "tag": f"conv{suffix}"}, tmp)
+            rates_by_isa[suffix] = conv["gflops"] if conv else {}
+            by_layout = conv.get("gflops_by_layout", {}) if conv else {}
+            info[f"conv_gflops{suffix}"] = rates_by_isa[suffix]
+            info[f"conv_gflops_by_layout{suffix}"] = by_layout
+            print(
+                f"3x3 conv rate{suffix} ({args.device}, best layout): "
+                + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates_by_isa[suffix].items())
+                + " ("
+                + "; ".join(
+                    f"{k} " + " / ".join(f"{lay} {v:.0f}" for lay, v in d.items())
+                    for k, d in by_layout.items()
+                )
+                + ")",
+                file=sys.stderr,
             )
-            + ")",
-            file=sys.stderr,
-        )
+        rates = rates_by_isa[isa_envs[0][0]]
         for model in models:
             if model == "default":
                 ckpt = _default_checkpoint()
@@ -438,21 +463,21 @@ def main(argv: list[str] | None = None) -> int:
                 hw = fl["input_hw"] if fl else [-(-scale[1] // 32) * 32, -(-scale[0] // 32) * 32]
                 flops = fl["flops"] if fl else None
                 runs: list[tuple[str, str, str, dict[str, Any] | None]] = []
-                for eng in engines:
-                    kind, precision, stride = _engine(eng)
-                    tag = f"{model}_{size}_{eng}"
-                    s = {
-                        **spec,
-                        "tag": tag,
-                        "kind": kind,
-                        "precision": precision,
-                        "fp32_stride": stride,
-                        "padded_hw": hw,
-                    }
-                    print(f"[{tag}] running", file=sys.stderr)
-                    runs.append(
-                        (eng, precision, "ours", _spawn("ours", sys.executable, env, s, tmp))
-                    )
+                for suffix, ienv in isa_envs:
+                    for eng in engines:
+                        kind, precision, stride = _engine(eng)
+                        tag = f"{model}_{size}_{eng}{suffix}"
+                        s = {
+                            **spec,
+                            "tag": tag,
+                            "kind": kind,
+                            "precision": precision,
+                            "fp32_stride": stride,
+                            "padded_hw": hw,
+                        }
+                        print(f"[{tag}] running", file=sys.stderr)
+                        result = _spawn("ours", sys.executable, ienv, s, tmp)
+                        runs.append((eng + suffix, precision, "ours", result))
                 for peer in peers:
                     if peer == "mmdet":
                         if not args.mmdet_python or config is None:
@@ -475,8 +500,11 @@ def main(argv: list[str] | None = None) -> int:
                             _spawn(peer, python, penv, s, tmp),
                         )
                     )
-                eager = next((r for e, _, _, r in runs if e == "eager" and r), None)
+                eagers = {e: r for e, _, _, r in runs if e.split("@")[0] == "eager" and r}
                 for eng, precision, side, r in runs:
+                    suffix = eng[eng.index("@") :] if "@" in eng else ""
+                    # ours against eager on the same code path; peers against the first
+                    eager = eagers.get("eager" + suffix) or next(iter(eagers.values()), None)
                     for b in batches:
                         row = {
                             "model": model,
@@ -500,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         if eager:
                             row["vs_eager"] = eager["batches"][str(b)]["median_s"] / med
-                        rate = rates.get(precision if precision in rates else "fp32")
+                        isa_rates = rates_by_isa.get(suffix, rates)
+                        rate = isa_rates.get(precision if precision in isa_rates else "fp32")
                         if flops and rate and side == "ours":
                             row["vs_floor"] = (med / b) / (flops / (rate * 1e9))
                         rows.append(row)
@@ -514,7 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {info['loadavg_start']} (start), {info['loadavg_end']} (end); "
         f"{args.warmup} warm-up + {args.repeats} timed calls, median"
     )
-    print("conv rate GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    for suffix, isa_rates in rates_by_isa.items():
+        print(
+            f"conv rate{suffix} GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in isa_rates.items())
+        )
     table = [
         [
             "model",

@@ -12,11 +12,16 @@ Usage (repo root):
         [--images samples /work/data/synth_v1/val] [--limit 0 30] [--fp32-stride 0 2 4 8]
 ``--limit`` gives the number of (sorted) images taken from each folder (0 = all).
 ``--fp32-stride`` compares the float32-stage policies (``with_precision``'s ``fp32_stride``).
+``--isa native,avx512_bf16`` runs the whole comparison once per CPU code path of ``tests/isa.py``
+(on a Xeon with AMX: bf16 on AMX, then on AVX-512 BF16 as an AMD EPYC Zen 4 runs it), each in
+a fresh interpreter with that level's environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", nargs="+", type=int, default=[0])
     p.add_argument("--confidence", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--isa", default="", help="comma list of tests/isa.py levels to run under")
     p.add_argument(
         "--fp32-stride",
         type=int,
@@ -42,6 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    if args.isa:
+        from tests.isa import ISA_LEVELS, cpu_model, probe
+
+        rest, skip = [], False
+        for a in sys.argv[1:] if argv is None else argv:
+            if skip or a.startswith("--isa="):
+                skip = False
+                continue
+            skip = a == "--isa"
+            if not skip:
+                rest.append(a)
+        rc = 0
+        for name in args.isa.split(","):
+            env = ISA_LEVELS[name].environ(dict(os.environ, PYTHONPATH=str(REPO)))
+            paths = probe(env)
+            print(f"== {name} on {cpu_model()}: oneDNN {paths['onednn']}", flush=True)
+            rc |= subprocess.run([sys.executable, __file__, *rest], env=env).returncode
+        return rc
     import numpy as np
     import torch
 

@@ -42,7 +42,43 @@ SLOW_FILES = (
 )
 
 
+#: test files that compare no floats computed by torch, oneDNN, oneMKL or Inductor (file I/O,
+#: packaging, configs, services, datasets, COCO evaluation of given results): everything else
+#: is marked ``numerics`` and is what ``tests/isa_matrix.py`` runs under other CPUs' code paths
+NOT_NUMERIC = (
+    "tests/io/",
+    "tests/datasets/test_convert.py",
+    "tests/datasets/test_eval.py",
+    "tests/cli/test_models_command.py",
+    "tests/cli/test_redis.py",
+    "tests/train/test_curve.py",
+    "tests/test_build.py",
+    "tests/test_checkpoint.py",
+    "tests/test_config.py",
+    "tests/test_packaging.py",
+    "tests/test_runtime.py",
+)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The CPU and the code paths forced by environment variables, in every run's log: a
+    numeric failure means little without them."""
+    import torch
+
+    from tests.isa import active_variables, cpu_model
+
+    return [
+        f"cpu: {cpu_model()}, torch capability {torch.backends.cpu.get_cpu_capability()}",
+        f"ISA variables: {active_variables()}",
+    ]
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "numerics: compares floats with a tolerance; run under other CPUs' code paths by "
+        "tests/isa_matrix.py",
+    )
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         import torch
@@ -53,9 +89,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In an xdist worker, put the slowest files first (every worker sorts alike)."""
+    """Mark the ``numerics`` tests; in an xdist worker, put the slowest files first (every
+    worker sorts alike)."""
+    root = Path(__file__).parent.parent
+    for item in items:
+        rel = Path(str(item.path)).relative_to(root).as_posix()
+        if not rel.startswith(NOT_NUMERIC):
+            item.add_marker(pytest.mark.numerics)
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = Path(__file__).parent.parent
         rank = {name: i for i, name in enumerate(SLOW_FILES)}
 
         def key(item: pytest.Item) -> int:

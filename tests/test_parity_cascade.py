@@ -28,8 +28,9 @@ from cendetect.config import ConfigError, parse_config_text
 from cendetect.engine import preprocess, to_detections
 from tests.compile.matching import match_detections
 from tests.conftest import DATA
-from tests.matching import match_to_reference
-from tests.weights import save_mmdet3_checkpoint
+from tests.matching import match_to_reference, own_spread
+from tests.tolerances import BOX_IOU_MIN, PROGRAM_TOL, SCORE_TOL
+from tests.weights import inexact_fixture_weights, save_mmdet3_checkpoint
 
 ARCH = "cascade_mask_rcnn_r50_fpn_dconv"
 ARCHS = [f"mmdet/{ARCH}", f"mmdet3/{ARCH}"]
@@ -119,23 +120,34 @@ def detectors(cascade_ckpts: dict[str, Path]) -> dict[str, Detector]:
 def test_matches_mmdetection(
     arch: str, image: str, detectors: dict[str, Detector], fixture_threads: int
 ) -> None:
+    if inexact_fixture_weights():
+        pytest.skip(inexact_fixture_weights())
     expected = json.loads((DATA / arch / "expected.json").read_text())
     det = detectors[arch]
     assert det.class_names == tuple(expected["classes"])
     assert type(det.model.roi_head).__name__ == "CascadeRoIHead"
     reference = expected["images"][image]
     res = det(DATA / "mmdet" / "images" / image)
-    rep = match_to_reference(res.boxes, res.scores, res.labels, res.masks, reference)
-    assert rep.matched >= len(reference) - 2, f"{image}: only {rep.matched} matched"
+    allow = own_spread(arch, image)
+    rep = match_to_reference(
+        res.boxes, res.scores, res.labels, res.masks, reference, allowance=allow
+    )
+    print(f"{image}: {rep}")
+    # up to 2 reference detections may be missing only at the 100-detection cut (ties there
+    # swap on float noise; match_to_reference reports any other unmatched one as a problem),
+    # and as many more as mmdetection itself leaves unmatched on this code path (own_spread)
+    least = len(reference) - 2 - allow.unmatched
+    assert rep.matched >= least, f"{image}: only {rep.matched} matched"
     assert not rep.problems, "\n".join(rep.problems[:20])
 
 
 def _raw_close(a: tuple, b: tuple) -> None:
-    """TorchScript tier (STYLE.md): floats within 1e-4, labels and image ids equal."""
+    """TorchScript tier (``tests.tolerances.PROGRAM_TOL``): floats within 1e-4, labels and
+    image ids equal."""
     assert torch.equal(a[2], b[2])
     assert torch.equal(a[4], b[4])
     for x, y in ((a[0], b[0]), (a[1], b[1]), (a[3], b[3])):
-        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(x, y, atol=PROGRAM_TOL, rtol=PROGRAM_TOL)
 
 
 @needs_dcn
@@ -179,10 +191,13 @@ def test_aoti_artifact_matches_eager(
     (ref,) = to_detections(ref_raw, batch, eager.class_names, eager.mask_threshold)
     (got,) = to_detections(out_raw, batch, eager.class_names, eager.mask_threshold)
     # compiled kernels reorder float operations: match by IoU (tests/compile/test_aoti_engine.py)
-    rep = match_detections(ref, got, box_iou_thr=0.99)
+    rep = match_detections(ref, got, box_iou_thr=BOX_IOU_MIN)
     assert len(got) == len(ref)
     assert rep.matched == rep.total, f"{rep.matched}/{rep.total} matched"
-    assert rep.max_score_diff <= 1e-3
+    assert rep.max_score_diff <= SCORE_TOL
+    # each mask within the pixels a threshold flip explains, and a mean over the image's
+    # masks that flipped pixels cannot move
+    assert all(ok for _, _, ok in rep.mask_diffs), rep.mask_diffs
     assert rep.mean_mask_iou >= 0.98
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from cendetect import Detector
 from tests.conftest import DATA
-from tests.matching import match_to_reference
+from tests.matching import match_to_reference, own_spread
+from tests.weights import inexact_fixture_weights
 
 CASES = [
     ("mmdet/mask_rcnn_r50_fpn", "mmdet2_r50_ckpt"),
@@ -22,15 +23,24 @@ CASES = [
 def test_matches_mmdetection(
     arch: str, ckpt_fixture: str, request: pytest.FixtureRequest, fixture_threads: int
 ) -> None:
+    if inexact_fixture_weights():
+        pytest.skip(inexact_fixture_weights())
     expected = json.loads((DATA / arch / "expected.json").read_text())
     det = Detector.from_checkpoint(request.getfixturevalue(ckpt_fixture), device="cpu")
     assert det.class_names == tuple(expected["classes"])
     problems = []
     for name, reference in expected["images"].items():
         res = det(DATA / "mmdet" / "images" / name)
-        rep = match_to_reference(res.boxes, res.scores, res.labels, res.masks, reference)
+        allow = own_spread(arch, name)
+        rep = match_to_reference(
+            res.boxes, res.scores, res.labels, res.masks, reference, allowance=allow
+        )
+        print(f"{name}: {rep}")
         problems += [f"{name}: {p}" for p in rep.problems]
-        assert rep.matched >= len(reference) - 2, f"{name}: only {rep.matched} matched"
+        # only detections at the 100-detection cut may go unmatched (ties, tests/matching.py),
+        # and as many more as mmdetection itself leaves unmatched on this code path
+        least = len(reference) - 2 - allow.unmatched
+        assert rep.matched >= least, f"{name}: only {rep.matched} matched"
     assert not problems, "\n".join(problems[:20])
 
 

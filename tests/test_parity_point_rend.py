@@ -23,7 +23,9 @@ from cendetect import Detector
 from cendetect.config import parse_config_text, preprocess_config_from
 from cendetect.engine import preprocess, to_detections
 from tests.conftest import DATA
-from tests.matching import match_to_reference
+from tests.matching import match_to_reference, own_spread
+from tests.tolerances import BOX_IOU_MIN, PROGRAM_TOL, SCORE_TOL
+from tests.weights import inexact_fixture_weights
 
 ARCH = DATA / "mmdet" / "point_rend_r50_fpn"
 IMAGES = DATA / "mmdet" / "images"
@@ -36,13 +38,14 @@ def eager(point_rend_ckpt: Path) -> Detector:
 
 
 def _assert_raw_close(a: tuple, b: tuple) -> None:
+    """TorchScript tier (``tests.tolerances.PROGRAM_TOL``): floats within 1e-4, labels and
+    image ids equal."""
     boxes_a, scores_a, labels_a, masks_a, ids_a = a
     boxes_b, scores_b, labels_b, masks_b, ids_b = b
     assert torch.equal(labels_a, labels_b)
     assert torch.equal(ids_a, ids_b)
-    torch.testing.assert_close(boxes_a, boxes_b, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(scores_a, scores_b, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(masks_a, masks_b, atol=1e-4, rtol=1e-4)
+    for x, y in ((boxes_a, boxes_b), (scores_a, scores_b), (masks_a, masks_b)):
+        torch.testing.assert_close(x, y, atol=PROGRAM_TOL, rtol=PROGRAM_TOL)
 
 
 def test_state_dict_names_and_shapes_equal_mmdetection() -> None:
@@ -73,6 +76,8 @@ def test_zoo_entry_is_the_fixture_architecture() -> None:
 
 @pytest.mark.slow
 def test_matches_mmdetection(eager: Detector, fixture_threads: int) -> None:
+    if inexact_fixture_weights():
+        pytest.skip(inexact_fixture_weights())
     expected = json.loads((ARCH / "expected.json").read_text())
     assert eager.class_names == tuple(expected["classes"])
     pre = eager.preprocess_cfg
@@ -82,9 +87,16 @@ def test_matches_mmdetection(eager: Detector, fixture_threads: int) -> None:
     for name, reference in expected["images"].items():
         res = eager(IMAGES / name)
         assert res.masks.shape[1:] == cv2.imread(str(IMAGES / name)).shape[:2]
-        rep = match_to_reference(res.boxes, res.scores, res.labels, res.masks, reference)
+        allow = own_spread("mmdet/point_rend_r50_fpn", name)
+        rep = match_to_reference(
+            res.boxes, res.scores, res.labels, res.masks, reference, allowance=allow
+        )
+        print(f"{name}: {rep}")
         problems += [f"{name}: {p}" for p in rep.problems]
-        assert rep.matched >= len(reference) - 2, f"{name}: only {rep.matched} matched"
+        # only detections at the 100-detection cut may go unmatched (ties, tests/matching.py),
+        # and as many more as mmdetection itself leaves unmatched on this code path
+        least = len(reference) - 2 - allow.unmatched
+        assert rep.matched >= least, f"{name}: only {rep.matched} matched"
     assert not problems, "\n".join(problems[:20])
 
 
@@ -138,10 +150,12 @@ def test_compiled_artifact_matches_eager(
     names = eager.class_names
     (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
     (got,) = to_detections(out_raw, batch, names, eager.mask_threshold)
-    rep = match_detections(ref, got, box_iou_thr=0.99)
+    rep = match_detections(ref, got, box_iou_thr=BOX_IOU_MIN)
     assert len(got) == len(ref)
     assert rep.matched == rep.total, f"{rep.matched}/{rep.total} matched"
-    assert rep.max_score_diff <= 1e-3
+    assert rep.max_score_diff <= SCORE_TOL
+    # each mask within the pixels a threshold flip explains; the mean over the image's masks
+    assert all(ok for _, _, ok in rep.mask_diffs), rep.mask_diffs
     assert rep.mean_mask_iou >= 0.98, f"mean mask IoU {rep.mean_mask_iou:.4f}"
 
 

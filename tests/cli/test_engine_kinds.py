@@ -110,7 +110,9 @@ def test_engine_kind_compiles_once_into_the_cache(
     rc, _, err = _run(capsys, *common, "--output_path", str(tmp_path / "g"), "--engine", "eager")
     assert rc == 0, err
     out_e, out_g = (tmp_path / d / "a.png" for d in ("e", "g"))
-    assert out_e.read_bytes() == out_g.read_bytes()  # TorchScript engine == eager
+    # byte-equal: the fp32 TorchScript engine runs eager's kernels on the same input in one
+    # process, no fusion on the CPU (the tiny model measured bit-equal on every ISA level)
+    assert out_e.read_bytes() == out_g.read_bytes()
 
 
 @pytest.mark.slow

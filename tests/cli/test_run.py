@@ -13,6 +13,7 @@ import pytest
 from cendetect.cli import main
 from cendetect.pipeline import select
 from tests.cli.conftest import make_image, write_image
+from tests.tolerances import masks_agree
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -29,6 +30,10 @@ def _reference_fill(detector, image: np.ndarray, confidence: float = 0.3) -> np.
     if keep.any():
         out[det.masks[keep].any(axis=0)] = (0, 255, 0)
     return out
+
+
+def _green(image: np.ndarray) -> np.ndarray:
+    return (image == (0, 255, 0)).all(axis=2)
 
 
 @pytest.fixture
@@ -67,8 +72,15 @@ def test_run_writes_green_filled_pngs_keeping_folders(
     for src, dst in [("a.png", "a.png"), ("a.JPG", "a.JPG.png"), ("sub/b.webp", "sub/b.png")]:
         image = cv2.imdecode(np.fromfile(folder / src, np.uint8), cv2.IMREAD_COLOR)
         got = cv2.imdecode(np.fromfile(out / dst, np.uint8), cv2.IMREAD_COLOR)
-        np.testing.assert_array_equal(got, _reference_fill(tiny_detector, image))
-        assert (got == (0, 255, 0)).all(axis=2).any()  # the fixture weights do find regions
+        # --batch-size 2 against one image at a time: the same padded inputs, but sums in other
+        # orders for another batch size (measured: scores 7e-6 apart over the ISA levels), so a
+        # full-resolution pixel at the 0.5 mask threshold may flip (reason 2 of
+        # tests/tolerances.py): the green fill is compared by pixel count, the rest exactly
+        green, want = _green(got), _green(_reference_fill(tiny_detector, image))
+        ok, diff, union = masks_agree(green, want)
+        assert ok, f"{dst}: the fill differs in {diff} of {union} pixels"
+        np.testing.assert_array_equal(got[~green], image[~green])
+        assert green.any()  # the fixture weights do find regions
 
 
 def test_rerun_skips_done_work_unless_overwrite(
@@ -197,6 +209,8 @@ def test_outputs_by_flag(
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
     full = select(tiny_detector(image), 0.5)
     assert len(anns) == len(full)
+    # exact: the run and this call make the same single-image forward in one process, and
+    # COCO's RLE is lossless
     np.testing.assert_array_equal(np.stack([coco.annToMask(a) for a in anns]), full.masks)
     # a re-run keeps the COCO entries of skipped images
     assert _run(capsys, *base, "--output_path", str(out2), "--save-json", "coco")[0] == 0
@@ -275,6 +289,8 @@ def test_engine_artifact_gives_the_checkpoints_output(
                 "--engine", str(artifact))[0] == 0  # fmt: skip
     assert _run(capsys, "--input_path", src, "--output_path", str(tmp_path / "c"),
                 "--checkpoint", str(tiny_ckpt))[0] == 0  # fmt: skip
+    # byte-equal: the fp32 TorchScript engine runs eager's kernels on the same input in one
+    # process, no fusion on the CPU (the tiny model measured bit-equal on every ISA level)
     assert (tmp_path / "e" / "a.png").read_bytes() == (tmp_path / "c" / "a.png").read_bytes()
     rc, _, err = _run(capsys, "--input_path", src, "--engine", str(tmp_path / "missing.ts"))
     assert rc == 2 and "missing.ts: no such file" in err
@@ -318,7 +334,8 @@ def test_streams_give_the_same_outputs_in_input_order(
     for i in range(9):
         write_image(root / f"im{i}.png", make_image(10 + i, 56, 72))
     # One intra-op thread on both sides: oneDNN's float32 sums depend on the thread count (last
-    # bits), and streams only change which thread runs which image.
+    # bits), and streams only change which thread runs which image, so every batch is computed
+    # alike and the outputs are compared exactly.
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

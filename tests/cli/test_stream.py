@@ -11,6 +11,8 @@ import pytest
 from cendetect.io.decode import ImageDecodeError
 from cendetect.pipeline import decoded_in_order, detect_stream
 from tests.cli.conftest import make_image, write_image
+from tests.matching import box_iou
+from tests.tolerances import BOX_IOU_MIN
 
 
 def test_stream_matches_predict_in_order_for_paths_and_arrays(
@@ -22,9 +24,13 @@ def test_stream_matches_predict_in_order_for_paths_and_arrays(
     got = list(detect_stream(tiny_detector, iter(frames), batch_size=2, lookahead=3))
     want = [tiny_detector(im) for im in images]
     assert [d.image_size for d in got] == [im.shape[:2] for im in images]
+    # batches of two against one image at a time: the same padded inputs, but convolutions and
+    # fc layers sum in other orders for another batch size (measured: boxes 3e-4 px, scores
+    # 7e-6 apart over the ISA levels), so boxes are matched by IoU (tests/tolerances.py); a
+    # frame out of order gives another image's boxes
     for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g.boxes, w.boxes, rtol=1e-5, atol=1e-3)
         np.testing.assert_array_equal(g.labels, w.labels)
+        assert (box_iou(g.boxes, w.boxes).diagonal() >= BOX_IOU_MIN).all()
 
 
 def test_lookahead_bounds_how_far_the_source_is_pulled(tiny_detector) -> None:

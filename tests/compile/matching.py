@@ -11,6 +11,7 @@ import numpy as np
 from cendetect import Detector
 from cendetect.engine.postprocess import Detections
 from tests.matching import box_iou, mask_iou
+from tests.tolerances import SCORE_TOL, masks_agree
 
 
 @dataclass
@@ -22,12 +23,17 @@ class PairReport:
         total: number of reference detections.
         mask_ious: mask IoU of every matched pair.
         max_score_diff: largest score difference over the matched pairs.
+        mask_diffs: ``(differing pixels, union pixels, agree)`` of every matched pair, agree
+            as :func:`tests.tolerances.masks_agree` judges it.
     """
 
     matched: int
     total: int
     mask_ious: list[float]
     max_score_diff: float
+    mask_diffs: list[tuple[int, int, bool]]
+    #: indices of the reference detections left unmatched
+    unmatched: list[int]
 
     @property
     def mean_mask_iou(self) -> float:
@@ -40,6 +46,8 @@ def match_detections(ref: Detections, out: Detections, box_iou_thr: float) -> Pa
     used = np.zeros(len(out), dtype=bool)
     ious = box_iou(ref.boxes, out.boxes) if len(ref) and len(out) else np.zeros((len(ref), 0))
     mask_ious: list[float] = []
+    mask_diffs: list[tuple[int, int, bool]] = []
+    matched_ref: set[int] = set()
     score_diff = 0.0
     for i in range(len(ref)):
         cand = np.flatnonzero(~used & (out.labels == ref.labels[i]))
@@ -49,9 +57,23 @@ def match_detections(ref: Detections, out: Detections, box_iou_thr: float) -> Pa
         if ious[i, j] < box_iou_thr:
             continue
         used[j] = True
+        matched_ref.add(i)
         mask_ious.append(mask_iou(ref.masks[i], out.masks[j]))
+        ok, diff, union = masks_agree(ref.masks[i], out.masks[j])
+        mask_diffs.append((diff, union, ok))
         score_diff = max(score_diff, abs(float(ref.scores[i]) - float(out.scores[j])))
-    return PairReport(len(mask_ious), len(ref), mask_ious, score_diff)
+    unmatched = [i for i in range(len(ref)) if i not in matched_ref]
+    return PairReport(len(mask_ious), len(ref), mask_ious, score_diff, mask_diffs, unmatched)
+
+
+#: detections per image of the parity fixtures' configs (mmdetection's ``max_per_img``)
+CUT = 100
+
+
+def _at_cut(score: float, scores: np.ndarray) -> bool:
+    """Whether a detection scoring ``score`` sits at the detection cut of ``scores``: the list
+    is full and the score is within SCORE_TOL of its last one."""
+    return len(scores) >= CUT and score <= float(np.min(scores)) + SCORE_TOL
 
 
 def low_precision_agreement(
@@ -90,9 +112,11 @@ def engine_parity(
     """Run ``eager``'s model and a compiled engine's ``runner`` (called with the pre-processed
     batch) on ``images`` at ``img_scale`` and match their detections: the same number of
     detections, ``min_fraction`` of the eager ones matched at box IoU 0.99, scores within 1e-3,
-    every matched mask at IoU >= ``min_mask_iou`` and their mean >= 0.99 per image. The images
-    must give at least min(3, len(images)) network input sizes (the engines take dynamic H/W).
-    Returns one line per image (matches, mask IoU min and mean) for the test's output."""
+    every matched mask within the pixels :func:`tests.tolerances.masks_agree` allows (a few
+    pixels at the threshold, or 2 % of the union) or at IoU >= ``min_mask_iou``, and their mean
+    IoU >= 0.99 per image. The images must give at least min(3, len(images)) network input
+    sizes (the engines take dynamic H/W). Returns one line per image (matches, mask IoU min and
+    mean, the most differing pixels of a mask) for the test's output."""
     import dataclasses
 
     import cv2
@@ -114,12 +138,29 @@ def engine_parity(
         (out,) = to_detections(tuple(out_raw), batch, names, eager.mask_threshold)
         rep = match_detections(ref, out, box_iou_thr=0.99)
         assert len(out) == len(ref), f"{path.name}: {len(out)} detections, eager {len(ref)}"
-        assert rep.matched >= min_fraction * rep.total, f"{path.name}: {rep.matched}/{rep.total}"
-        assert rep.max_score_diff <= 1e-3, path.name
+        # an eager detection may go unmatched only at the detection cut (max_per_img: a
+        # near-tie in score there falls either way, reason 3 of tests/tolerances.py), and
+        # ``min_fraction`` < 1 allows as many more re-ranked elsewhere
+        at_cut = [i for i in rep.unmatched if _at_cut(float(ref.scores[i]), ref.scores)]
+        assert rep.matched + len(at_cut) >= min_fraction * rep.total, (
+            f"{path.name}: {rep.matched}/{rep.total} matched; unmatched eager detections "
+            + ", ".join(
+                f"#{i} score {float(ref.scores[i]):.5f}{' (at the cut)' if i in at_cut else ''}"
+                for i in rep.unmatched
+            )
+        )
+        assert rep.max_score_diff <= SCORE_TOL, path.name
         low = min(rep.mask_ious)
-        assert low >= min_mask_iou, f"{path.name}: min mask IoU {low:.4f}"
+        off = [
+            f"{d} of {u} px (IoU {iou:.4f})"
+            for (d, u, ok), iou in zip(rep.mask_diffs, rep.mask_ious, strict=True)
+            if not ok and iou < min_mask_iou
+        ]
+        assert not off, f"{path.name}: masks differ: {', '.join(off)}"
         assert rep.mean_mask_iou >= 0.99, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
+        worst = max(rep.mask_diffs, key=lambda t: (not t[2], t[0]))
         notes.append(f"{path.name}: {rep.matched}/{rep.total}, mask IoU min {low:.4f} "
-                     f"mean {rep.mean_mask_iou:.4f}")  # fmt: skip
+                     f"mean {rep.mean_mask_iou:.4f}, most differing {worst[0]} of {worst[1]} px"
+                     f"{'' if worst[2] else ' (beyond the pixel rule)'}")  # fmt: skip
     assert len(sizes) >= min(3, len(images)), f"the images should give several sizes: {sizes}"
     return notes

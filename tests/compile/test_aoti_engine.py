@@ -2,7 +2,8 @@
 
 The compiled kernels fuse and reorder float operations, so raw tensors differ from eager by
 float noise that the random-weight fixture amplifies; detections are therefore matched by IoU
-(STYLE.md): same label, box IoU >= 0.99, score within 1e-3, mask IoU >= 0.98 on average.
+(STYLE.md, ``engine_parity``): same label, box IoU >= 0.99, score within 1e-3, each mask within
+the pixels ``tests.tolerances.masks_agree`` allows or at IoU >= 0.98, mean mask IoU >= 0.99.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def test_batch_runs_image_by_image(eager: Detector, r50_pt2: Path) -> None:
     for i, img in enumerate(imgs):
         alone = runner(preprocess([img], cfg))
         sel = both[4] == i
-        torch.testing.assert_close(both[0][sel], alone[0])
+        # exact: the runner crops each image of the batch to its own padded size, so the
+        # program runs on the very tensor it gets alone (as the two-thread test below relies on)
+        torch.testing.assert_close(both[0][sel], alone[0], rtol=0, atol=0)
         assert torch.equal(both[2][sel], alone[2])
 
 

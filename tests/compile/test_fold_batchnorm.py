@@ -12,6 +12,12 @@ from cendetect.models.dcn import DCNConfig
 from cendetect.models.layers import FrozenBatchNorm2d
 from cendetect.models.mobilenet_v2 import MobileNetV2
 from cendetect.models.resnet import ResNet
+from tests.tolerances import reorder_tol
+
+# Folding rounds weight x scale once per weight and moves the BatchNorm arithmetic into the
+# convolution's bias, so every convolution on the longest path rounds its sums differently, as
+# two summation orders do: reorder_tol(depth of the deepest sum, max|output|, convolutions on
+# the longest path). A wrong fold (eps, mean, std for variance) moves outputs by O(max|output|).
 
 
 def _randomize_bn(model: nn.Module, seed: int) -> None:
@@ -41,8 +47,11 @@ def test_resnet_every_batchnorm_folds_and_outputs_agree() -> None:
     x = torch.randn(1, 3, 96, 128)
     with torch.inference_mode():
         want, got = net(x), folded(x)
+    # ResNet-50: 3 x 3 x 512 = 4608-term sums, stem + 16 x 3 = 49 convolutions: 1.6e-3 of
+    # max|output| (measured <= 1.7e-6 of it over the ISA levels)
     for a, b in zip(want, got, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+        tol = reorder_tol(4608, scale=float(a.abs().max()), layers=49)
+        torch.testing.assert_close(b, a, rtol=0, atol=tol)
 
 
 def test_mobilenet_folds_and_deformable_convolutions_are_left_alone() -> None:
@@ -51,9 +60,12 @@ def test_mobilenet_folds_and_deformable_convolutions_are_left_alone() -> None:
     folded = copy.deepcopy(net)
     assert fold_frozen_batchnorm(folded) == _count(net, FrozenBatchNorm2d) > 0
     x = torch.randn(1, 3, 64, 64)
+    # MobileNetV2: 1 x 1 convolutions over 960 channels, conv1 + 2 + 16 x 3 + conv2 = 52
+    # convolutions: 7.7e-4 of max|output| (measured <= 4.5e-7 of it over the ISA levels)
     with torch.inference_mode():
         for a, b in zip(net(x), folded(x), strict=True):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+            tol = reorder_tol(960, scale=float(a.abs().max()), layers=52)
+            torch.testing.assert_close(b, a, rtol=0, atol=tol)
     dcn = ResNet(depth=50, dcn=DCNConfig(), stage_with_dcn=(False, True, True, True))
     n_dcn_blocks = 4 + 6 + 3
     assert fold_frozen_batchnorm(dcn) == 53 - n_dcn_blocks

@@ -25,6 +25,8 @@ from cendetect.engine import preprocess
 from cendetect.engine.runners import EngineError, load_engine, read_manifest
 from tests.compile.matching import engine_parity
 from tests.conftest import DATA
+from tests.matching import box_iou
+from tests.tolerances import BOX_IOU_MIN, reorder_tol
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (cendetect[onnx])")
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (cendetect[onnx])")
@@ -101,6 +103,8 @@ def test_nms_translation_equals_our_kernel(tmp_path: Path) -> None:
         idxs = torch.randint(0, groups, (count,), generator=g) + offset
         ref = _Nms()(boxes, scores, idxs)
         out = _run(session, boxes, scores, idxs)
+        # indices: exact (equal scores keep the lower index on both sides; an IoU within float
+        # noise of the threshold would be a tie, which these random boxes do not produce)
         for name, r, o in zip(("batched_nms", "nms"), ref, out):
             assert np.array_equal(r.numpy(), o), f"trial {trial}: {name} differs"
     empty = _run(session, torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long))
@@ -124,8 +128,11 @@ def test_roi_align_translations_equal_our_kernels(tmp_path: Path) -> None:
         r = rois(int(torch.randint(3, 300, (), generator=g)))
         ref = _RoiAlign()(*feats, r)
         out = _run(session, *feats, r)
+        # exact: onnxruntime's RoiAlign (plain C++, no per-CPU dispatch) and our kernel (built
+        # with -ffp-contract=off) apply mmcv's sampling rule in the same order: pre-computed tap
+        # weights, 4 taps per sample, samples in row order, one division (measured bit-equal)
         for i, (a, b) in enumerate(zip(ref, out)):
-            np.testing.assert_allclose(b, a.numpy(), rtol=0, atol=1e-5, err_msg=f"{trial}/{i}")
+            np.testing.assert_array_equal(b, a.numpy(), err_msg=f"{trial}/{i}")
     empty = _run(session, *feats, torch.zeros((0, 5)))
     assert [o.shape for o in empty] == [(0, 8, 7, 7), (0, 8, 5, 3), (0, 8, 4, 4)]
 
@@ -192,7 +199,12 @@ def test_deform_conv_translation_equals_our_kernel(
             ref = module(x)
             offset = torch.nn.functional.conv2d(x, module.offset_weight, None, *module.args)
         (out,) = _run(session, x)
-        np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-4, err_msg=str(size))
+        # GridSample + MatMul sum the 8 x kh x kw products in another order than the C++ kernel,
+        # at points moved by onnxruntime's own offset convolution (as deep): three stacked
+        # roundings (measured <= 5.3e-5 on outputs up to 27, <= 0.35 of this bound, over the
+        # torch ISA levels); a wrong sampling rule moves outputs by O(1)
+        tol = reorder_tol(8 * kernel[0] * kernel[1], scale=float(ref.abs().max()), layers=3)
+        np.testing.assert_allclose(out, ref.numpy(), rtol=0, atol=tol, err_msg=str(size))
         outside = max(outside, float(offset.abs().max()))
     assert outside > 4.0, "the offsets should reach well outside the image"
 
@@ -249,7 +261,9 @@ def test_batch_and_detector_api(eager: Detector, r50_onnx: Path) -> None:
     for i, img in enumerate(imgs):
         alone = runner(preprocess([img], cfg))
         sel = both[4] == i
-        torch.testing.assert_close(both[0][sel], alone[0])
+        # exact: the runner crops each image of the batch to its own padded size, so the
+        # session runs on the very tensor it gets alone
+        torch.testing.assert_close(both[0][sel], alone[0], rtol=0, atol=0)
         assert torch.equal(both[2][sel], alone[2])
     det = Detector.from_engine(r50_onnx)
     assert det.engine == "onnx" and det.class_names == eager.class_names
@@ -270,4 +284,6 @@ def test_smallest_size_runs(eager: Detector, r50_onnx: Path) -> None:
             ref = eager.model(x, sizes, factors)
         out = runner.program(x, sizes, factors)
         assert torch.equal(out[2], ref[2]), (h, w)
-        torch.testing.assert_close(out[0], ref[0], rtol=0, atol=0.02)
+        # two float32 implementations of the network: boxes matched by IoU as in engine_parity
+        ious = box_iou(out[0].numpy(), ref[0].numpy()).diagonal()
+        assert (ious >= BOX_IOU_MIN).all(), (h, w, ious.min())

@@ -81,6 +81,8 @@ def test_bf16_torchscript_artifact_equals_bf16_model(
     low = with_precision(eager.model, "bf16")
     batch = _batch(eager, IMAGES[1])
     with torch.inference_mode():
+        # the TorchScript tier: the artifact runs the in-memory bf16 model's own bf16 kernels
+        # in this process, so the two round alike and differ only where TorchScript reorders
         assert_raw_close(low(batch.images, batch.image_sizes, batch.scale_factors), runner(batch))
 
 
@@ -107,6 +109,10 @@ def test_bf16_agrees_with_fp32_as_well_as_autocast(eager: Detector) -> None:
         ours.append(_mean_mask_iou(ref, mine, batch, eager))
         autocast.append(_mean_mask_iou(ref, amp, batch, eager))
     print(f"bf16 vs fp32 mean mask IoU: ours {np.mean(ours):.3f}, autocast {np.mean(autocast):.3f}")
+    # reduced precision on purpose: both schemes round the same convolutions to bf16, and
+    # measured the same (0.354 both at this scale, docs/engines.md); 0.05 (not derived, the
+    # test's original margin) leaves room for the casts they place differently (the float32
+    # stem, the outputs) while catching a policy that loses detections
     assert np.mean(ours) >= np.mean(autocast) - 0.05, (ours, autocast)
 
 

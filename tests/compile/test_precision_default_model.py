@@ -87,6 +87,10 @@ def test_aoti_bf16_artifact_computes_the_bf16_model(det: Detector, tmp_path: Pat
             raw = low(batch.images, batch.image_sizes, batch.scale_factors)
         (ref,) = to_detections(raw, batch, det.class_names, det.mask_threshold)
         ref = select(ref, confidence=CONFIDENCE)
+        # both sides bf16 with the same policy, but compiled kernels (AOTInductor) against
+        # eager: bf16 rounding at other points moves boxes more than float32 noise, so pairs
+        # are matched at box IoU 0.9 and judged by the mean mask IoU of the compiled-engine
+        # tier (0.98; measured 1.0)
         rep = match_detections(ref, engine.predict([image])[0], box_iou_thr=0.9)
         ious += rep.mask_ious + [0.0] * (rep.total - rep.matched)
     assert len(ious) >= 4

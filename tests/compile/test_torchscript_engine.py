@@ -17,6 +17,7 @@ from cendetect.compile.torchscript import script_model
 from cendetect.engine import preprocess
 from cendetect.engine.runners import load_engine
 from tests.conftest import DATA
+from tests.tolerances import SCORE_TOL, masks_agree
 
 IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
 
@@ -27,6 +28,10 @@ def eager(mmdet2_r50_ckpt: Path) -> Detector:
 
 
 def assert_raw_close(a: tuple, b: tuple) -> None:
+    """The TorchScript tier (STYLE.md): the artifact runs eager's kernels on the same input in
+    one process, so floats differ only where TorchScript fuses or reorders an operation (the
+    tiny R50 engine measured bit-equal to eager on every ISA level), which 1e-4 bounds; labels
+    and image ids are equal."""
     boxes_a, scores_a, labels_a, masks_a, ids_a = a
     boxes_b, scores_b, labels_b, masks_b, ids_b = b
     assert torch.equal(labels_a, labels_b)
@@ -81,7 +86,11 @@ def test_detector_from_engine_gives_eager_results(eager: Detector, r50_ts: Path)
     torch.testing.assert_close(
         torch.from_numpy(out.boxes), torch.from_numpy(ref.boxes), atol=1e-4, rtol=1e-4
     )
-    assert (out.masks != ref.masks).mean() < 1e-5
+    # probabilities within 1e-4 (the tier) may still put a full-resolution pixel on the other
+    # side of the 0.5 threshold: counted per mask (reason 2 of tests/tolerances.py)
+    for a, b in zip(out.masks, ref.masks, strict=True):
+        ok, diff, union = masks_agree(a, b)
+        assert ok, f"masks differ in {diff} of {union} pixels"
 
 
 @pytest.mark.slow
@@ -115,9 +124,14 @@ def test_channels_last_fp32_engine_matches_eager(
         names = eager.class_names
         (ref,) = to_detections(ref_raw, batch, names, eager.mask_threshold)
         (got,) = to_detections(out_raw, batch, names, eager.mask_threshold)
+        # the compiled-engine bars (STYLE.md): folded BatchNorm and NHWC convolutions sum in
+        # other orders, so a detection at an NMS near-tie or at the 100-detection cut may trade
+        # places (reason 3 of tests/tolerances.py; onnxruntime's fused 'all' level lost 2 of 100
+        # that way, test_onnx_engine.py), scores carry network noise (SCORE_TOL), mask edges
+        # flip (mean IoU, the engine_parity bar)
         rep = match_detections(ref, got, box_iou_thr=0.99)
         assert rep.matched >= 0.97 * rep.total, f"{path.name}: {rep.matched}/{rep.total}"
-        assert rep.max_score_diff <= 1e-3, path.name
+        assert rep.max_score_diff <= SCORE_TOL, path.name
         assert rep.mean_mask_iou >= 0.98, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
     with pytest.raises(EngineError, match="--channels-last is for TorchScript"):
         compile_engine(mmdet2_r50_ckpt, tmp_path / "x.pt2", engine="aoti", channels_last=True)

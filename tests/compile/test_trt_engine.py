@@ -104,7 +104,9 @@ def test_program_matches_eager(eager: Detector, program: torch.export.ExportedPr
             ref_raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
             out_raw = module(batch.images, batch.image_sizes, batch.scale_factors)
         assert ref_raw[0].shape[0] > 0, f"{path.name}: the test needs detections"
-        # the torch.export tier (STYLE.md): floats within 1e-4, labels and image ids equal
+        # the torch.export tier (STYLE.md): floats within 1e-4, labels and image ids equal; the
+        # program's module runs eager's ATen kernels in this process, so floats differ only
+        # where a decomposition fuses or reorders an operation
         assert torch.equal(ref_raw[2], out_raw[2]), path.name
         assert torch.equal(ref_raw[4], out_raw[4]), path.name
         for k in (0, 1, 3):  # boxes, scores, mask probabilities

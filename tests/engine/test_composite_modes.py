@@ -1,4 +1,9 @@
-"""Composite modes (fill, mask, mosaic, blur, overlay, dilate) against numpy/OpenCV references."""
+"""Composite modes (fill, mask, mosaic, blur, overlay, dilate) against numpy/OpenCV references.
+
+All comparisons are exact: the masks are the compositor's own bitmaps, and every mode computes
+uint8 pixels with integer arithmetic (blur: OpenCV's fixed-point 8-bit GaussianBlur, bit-exact
+on each of its SIMD paths, over a margin that covers its kernel).
+"""
 
 from __future__ import annotations
 

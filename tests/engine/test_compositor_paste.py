@@ -43,9 +43,9 @@ def test_paste_matches_reference(dtype: type, seed: int) -> None:
     n, m = 24, 28
     masks = (rng.random((n, m, m)) if seed % 2 else near_threshold_masks(rng, n, m)).astype(dtype)
     boxes = random_boxes(rng, n)
-    ref, values = paste_reference(masks, boxes, H, W)
+    ref, values, noise = paste_reference(masks, boxes, H, W)
     got = paste_masks(masks, boxes, (H, W)).to_full()
-    assert_matches_reference(got, ref, values)
+    assert_matches_reference(got, ref, values, noise)
 
 
 @pytest.mark.parametrize("threshold", [0.05, 0.3, 0.5, 0.9, 1.0])
@@ -56,9 +56,9 @@ def test_paste_thresholds_and_mask_sizes(threshold: float, mask_shape: tuple[int
     masks = rng.random((n, *mask_shape), dtype=np.float32)
     masks[rng.random(masks.shape) < 0.2] = 1.0
     boxes = random_boxes(rng, n)
-    ref, values = paste_reference(masks, boxes, H, W, threshold)
+    ref, values, noise = paste_reference(masks, boxes, H, W, threshold)
     got = paste_masks(masks, boxes, (H, W), threshold).to_full()
-    assert_matches_reference(got, ref, values, threshold)
+    assert_matches_reference(got, ref, values, noise, threshold)
 
 
 @pytest.mark.skipif(
@@ -72,10 +72,13 @@ def test_bit_identical_to_mmdetection_on_this_cpu() -> None:
     n, m = 64, 28
     masks = near_threshold_masks(rng, n, m)
     boxes = random_boxes(rng, n)
-    ref, values = paste_reference(masks, boxes, H, W)
+    ref, values, noise = paste_reference(masks, boxes, H, W)
     got = paste_masks(masks, boxes, (H, W)).to_full()
     assert np.array_equal(got, ref)
-    assert np.isclose(values, 0.5, atol=1e-6).sum() > 100  # the boundary really was exercised
+    # the boundary really was exercised: many samples close enough to the threshold that
+    # another code path's rounding could flip them (a sensitivity check, not a tolerance)
+    near = np.abs(values.astype(np.float64) - 0.5) <= noise[:, None, None]
+    assert near.sum() > 100
 
 
 def test_windows_are_mmdetection_box_plus_one() -> None:
@@ -88,6 +91,7 @@ def test_windows_are_mmdetection_box_plus_one() -> None:
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 def test_output_does_not_depend_on_threads(threads: int) -> None:
+    # Exact: every pixel is decided by one thread, with the same arithmetic.
     rng = np.random.default_rng(3)
     n = 40
     masks = rng.random((n, 28, 28), dtype=np.float32)
@@ -118,11 +122,11 @@ def test_fill_masks_matches_reference(seed: int) -> None:
     labels = rng.integers(0, 3, n)
     table = np.array([[0, 255, 0], [0, 255, 255], [255, 0, 7]], np.uint8)
     image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-    ref, values = paste_reference(masks, boxes, H, W)
+    ref, values, noise = paste_reference(masks, boxes, H, W)
     got = fill_masks(image, masks, boxes, labels, table)
-    # The same instances the compact paste selects, painted in order (exact on this CPU).
+    # The same instances the compact paste selects, painted in order (exact: same bitmaps).
     exact = paste_masks(masks, boxes, (H, W)).to_full()
-    assert_matches_reference(exact, ref, values)
+    assert_matches_reference(exact, ref, values, noise)
     assert np.array_equal(got, fill_reference(image, exact, table[labels]))
 
 
@@ -146,8 +150,8 @@ def test_torch_tensors_zero_copy_and_fp16() -> None:
     out = fill_masks(image, masks, boxes, inplace=True)
     assert np.shares_memory(out, image.numpy())
     assert np.array_equal(image.numpy(), want)
-    ref, values = paste_reference(masks.numpy(), boxes.numpy(), H, W)
-    assert_matches_reference(paste_masks(masks, boxes, (H, W)).to_full(), ref, values)
+    ref, values, noise = paste_reference(masks.numpy(), boxes.numpy(), H, W)
+    assert_matches_reference(paste_masks(masks, boxes, (H, W)).to_full(), ref, values, noise)
 
 
 def _smooth(rng: np.random.Generator, n: int, m: int, lo: float, hi: float) -> np.ndarray:
@@ -181,8 +185,8 @@ def test_large_boxes_decided_without_sampling_match_reference(family: str, mask_
     sides = rng.uniform(150, 600, (n, 2))
     x0 = rng.uniform(-100, size - 50, (n, 2))
     boxes = np.concatenate([x0, x0 + sides], 1).astype(np.float32)[:, [0, 1, 2, 3]]
-    ref, values = paste_reference(masks, boxes, size, size)
-    assert_matches_reference(paste_masks(masks, boxes, (size, size)).to_full(), ref, values)
+    ref, values, noise = paste_reference(masks, boxes, size, size)
+    assert_matches_reference(paste_masks(masks, boxes, (size, size)).to_full(), ref, values, noise)
     image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     got = fill_masks(image, masks, boxes)
     exact = paste_masks(masks, boxes, (size, size)).to_full()

@@ -1,4 +1,7 @@
-"""Compact masks: full-resolution, COCO RLE (pycocotools) and polygon (OpenCV) conversions."""
+"""Compact masks: full-resolution, COCO RLE (pycocotools) and polygon (OpenCV) conversions.
+
+Boolean bitmaps and integer contours throughout: every comparison is exact.
+"""
 
 from __future__ import annotations
 

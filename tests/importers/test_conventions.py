@@ -20,6 +20,15 @@ from cendetect.models.detectron import (
     nms_boxes,
 )
 from tests.importers.layouts import LEGACY_P2_ANCHORS, _legacy_anchors
+from tests.tolerances import U32
+
+
+def _decode_tol(expected: torch.Tensor) -> float:
+    """A decoded coordinate is a few float32 operations on values below max |coordinate| (one
+    rounding each, at most U32 of the value) and exp of a rounded logarithm (argument and
+    result within a few U32 relative): 8 roundings at that magnitude bound the error."""
+    return 8 * U32 * float(expected.abs().max())
+
 
 # The table in the comment above Detectron's generate_anchors (maskrcnn_benchmark/modeling/rpn/
 # anchor_generator.py): stride 16, scales (8, 16, 32), ratios (0.5, 1, 2), ratio-major. It is
@@ -45,10 +54,12 @@ def test_legacy_anchors_match_the_published_stride_16_table() -> None:
         for scale in (8, 16, 32)
     ]
     ours = torch.stack(rows)
+    # whole numbers (numpy's rounding, then exact scaling and re-centring): exact
     assert torch.equal(ours, torch.tensor(DETECTRON_TABLE, dtype=torch.float32) - 1)
 
 
 def test_legacy_fpn_anchors_match_an_independent_transcription() -> None:
+    # half-integers from rounded sizes scaled by powers of two: exact in float32
     assert torch.equal(legacy_cell_anchors(4, 32, [0.5, 1.0, 2.0]), torch.tensor(LEGACY_P2_ANCHORS))
     for i, expected in enumerate(_legacy_anchors()):
         assert torch.equal(legacy_cell_anchors(4 * 2**i, 32 * 2**i, [0.5, 1.0, 2.0]), expected)
@@ -58,8 +69,10 @@ def test_detectron2_anchors_equal_mmdet_anchors_up_to_rounding() -> None:
     for stride in (4, 8, 16, 32, 64):
         d2 = detectron2_cell_anchors(8 * stride, [0.5, 1.0, 2.0])
         mm = base_anchors(stride, [0.5, 1.0, 2.0], [8.0])
-        torch.testing.assert_close(d2, mm, rtol=0, atol=1e-5 * 8 * stride)
-    # sqrt(32**2 / 0.5) / 2 = 22.627..., h = 0.5 * w
+        # detectron2 rounds each float64 coordinate once to float32; mmdet takes a sqrt, a
+        # reciprocal and two products in float32: <= 5 roundings of values below the size
+        torch.testing.assert_close(d2, mm, rtol=0, atol=5 * U32 * 8 * stride)
+    # sqrt(32**2 / 0.5) / 2 = 22.627..., h = 0.5 * w (Python floats rounded once: exact)
     w = math.sqrt(1024 / 0.5)
     expected = torch.tensor([-w / 2, -w / 4, w / 2, w / 4], dtype=torch.float32)
     assert torch.equal(detectron2_cell_anchors(32, [0.5])[0], expected)
@@ -82,23 +95,25 @@ def test_maskrcnn_benchmark_decode_hand_computed() -> None:
     # dx = 1, dy = -0.5, dw = ln 2, dh = 0 -> centre (15, 0), size (20, 20)
     # x1 = 15 - 10 = 5, y1 = -10 -> 0, x2 = 15 + 10 - 1 = 24, y2 = 0 + 10 - 1 = 9
     out = _decode([[0, 0, 9, 19]], [[10, -5, 5 * math.log(2), 0]], (10, 10, 5, 5), 1.0)
-    torch.testing.assert_close(out, torch.tensor([[5.0, 0.0, 24.0, 9.0]]))
-    # clipped to W - 1 = 99 (TO_REMOVE), not to W
+    want = torch.tensor([[5.0, 0.0, 24.0, 9.0]])
+    torch.testing.assert_close(out, want, rtol=0, atol=_decode_tol(want))
+    # clipped to W - 1 = 99 (TO_REMOVE), not to W; exact: exp(0) = 1, the rest half-integers
     out = _decode([[0, 0, 9, 19]], [[100, 0, 0, 0]], (10, 10, 5, 5), 1.0)
-    torch.testing.assert_close(out, torch.tensor([[99.0, 0.0, 99.0, 19.0]]))
-    # zero deltas give the roi back (the "- 1" of x2 undoes the "+ 1" of the width)
+    torch.testing.assert_close(out, torch.tensor([[99.0, 0.0, 99.0, 19.0]]), rtol=0, atol=0)
+    # zero deltas give the roi back (the "- 1" of x2 undoes the "+ 1" of the width), exactly
     out = _decode([[3, 4, 17, 30]], [[0, 0, 0, 0]], (10, 10, 5, 5), 1.0)
-    torch.testing.assert_close(out, torch.tensor([[3.0, 4.0, 17.0, 30.0]]))
+    torch.testing.assert_close(out, torch.tensor([[3.0, 4.0, 17.0, 30.0]]), rtol=0, atol=0)
 
 
 def test_detectron2_decode_hand_computed() -> None:
     # roi (10, 10, 30, 50): w = 20, h = 40, centre (20, 30); weights 1
     # dx = .5, dy = .25, dw = ln .5, dh = ln 2 -> centre (30, 40), size (10, 80)
     out = _decode([[10, 10, 30, 50]], [[0.5, 0.25, math.log(0.5), math.log(2)]], (1, 1, 1, 1), 0.0)
-    torch.testing.assert_close(out, torch.tensor([[25.0, 0.0, 35.0, 80.0]]))
-    # x clipped to W = 100 (not W - 1)
+    want = torch.tensor([[25.0, 0.0, 35.0, 80.0]])
+    torch.testing.assert_close(out, want, rtol=0, atol=_decode_tol(want))
+    # x clipped to W = 100 (not W - 1); exact: exp(0) = 1, the rest whole numbers
     out = _decode([[90, 0, 100, 10]], [[5, 0, 0, 0]], (1, 1, 1, 1), 0.0)
-    torch.testing.assert_close(out, torch.tensor([[100.0, 0.0, 100.0, 10.0]]))
+    torch.testing.assert_close(out, torch.tensor([[100.0, 0.0, 100.0, 10.0]]), rtol=0, atol=0)
 
 
 def test_decode_and_detections_without_rois() -> None:
@@ -130,10 +145,13 @@ def test_detectron_clamps_dw_from_above_only_unlike_mmdet() -> None:
     rois, deltas = [[0, 0, 2, 2]], [[0, 0, 10, -10]]
     ours = _decode(rois, deltas, (1, 1, 1, 1), 0.0, hw=(1000, 1000))[0]
     # dw = 10 is clamped to log(1000/16): width 2 * 62.5 = 125 around x = 1, clipped at 0
-    torch.testing.assert_close(ours[[0, 2]], torch.tensor([0.0, 63.5]))
-    # dh = -10 is not clamped: height 2 * exp(-10)
+    want = torch.tensor([0.0, 63.5])
+    torch.testing.assert_close(ours[[0, 2]], want, rtol=0, atol=_decode_tol(want))
+    # dh = -10 is not clamped: height 2 * exp(-10). y1 and y2 lie next to 1, each rounded once
+    # (half an ulp: U32 / 2 below 1, U32 above), and their difference is exact: 2 U32 covers
+    # that and the few-U32 relative error of the height itself.
     torch.testing.assert_close(
-        ours[3] - ours[1], torch.tensor(2 * math.exp(-10)), rtol=1e-3, atol=0
+        ours[3] - ours[1], torch.tensor(2 * math.exp(-10)), rtol=0, atol=2 * U32
     )
     mm = decode_deltas(
         torch.tensor(rois, dtype=torch.float32),
@@ -143,7 +161,8 @@ def test_detectron_clamps_dw_from_above_only_unlike_mmdet() -> None:
         torch.tensor(1000),
         torch.tensor(1000),
     )[0]
-    torch.testing.assert_close(mm[3] - mm[1], torch.tensor(2 / 62.5), rtol=1e-4, atol=0)
+    # as above: y1, y2 next to 1, each rounded once
+    torch.testing.assert_close(mm[3] - mm[1], torch.tensor(2 / 62.5), rtol=0, atol=2 * U32)
 
 
 def test_nms_offset_gives_the_legacy_iou() -> None:

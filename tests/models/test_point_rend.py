@@ -27,6 +27,17 @@ from cendetect.models.point_rend import (
     uncertain_points,
 )
 from cendetect.zoo import zoo_model_config
+from tests.tolerances import reorder_tol
+
+#: float32 bilinear sampling against the float64 references below (atol and rtol): the float32
+#: side rounds the sample's pixel coordinate (~U32 x the map size, < 1e-6 px on these <= 8-pixel
+#: maps) before weighting a feature step of at most ~8, and its 4-tap weighted sum
+#: (reorder_tol(4, scale=max|feat| ~ 4) = 3.8e-6): a few 1e-6 in all, under 1e-5 + 1e-5 * |v|;
+#: measured <= 8.6e-7 on every ISA level. A wrong pixel model (a half-pixel shift) moves a
+#: value by ~0.5. Comparisons left at assert_close's float32 default (rtol 1.3e-6, ~11 ulp)
+#: compare one formula computed twice (strided vs contiguous, a sum of levels, a cell centre):
+#: exact, or an ulp apart where ATen's vectorized loop and its scalar tail round differently.
+SAMPLE_TOL = 1e-5
 
 
 def _bilinear(feat: torch.Tensor, x: float, y: float, align_corners: bool) -> torch.Tensor:
@@ -60,7 +71,7 @@ def test_point_sample_matches_naive_bilinear(align_corners: bool) -> None:
         for p in range(40):
             x, y = points[n, p].double().tolist()
             ref = _bilinear(feat[n], x, y, align_corners)
-            torch.testing.assert_close(out[n, :, p].double(), ref, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out[n, :, p].double(), ref, atol=SAMPLE_TOL, rtol=SAMPLE_TOL)
 
 
 def test_point_sample_non_contiguous_and_half_inputs_sample_in_fp32() -> None:
@@ -100,7 +111,7 @@ def test_sample_roi_points_per_image_matches_naive() -> None:
             x = (x1 + rx * (x2 - x1)) / 32.0
             y = (y1 + ry * (y2 - y1)) / 24.0
             ref = _bilinear(feat[int(b)], x, y, False)
-            torch.testing.assert_close(out[k, :, p].double(), ref, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out[k, :, p].double(), ref, atol=SAMPLE_TOL, rtol=SAMPLE_TOL)
     # one image alone gives the same rows as in the batch
     alone_rois = rois[2:].clone()
     alone_rois[:, 0] = 0
@@ -120,7 +131,7 @@ def test_simple_roi_align_concat_and_sum_of_levels() -> None:
     x = (4.0 + 2.5 / 3 * 24.0) / 32.0
     y = (4.0 + 1.5 / 3 * 16.0) / 32.0
     ref = _bilinear(feats[1][0], x, y, False)
-    torch.testing.assert_close(cat[0, 2:, 1, 2].double(), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cat[0, 2:, 1, 2].double(), ref, atol=SAMPLE_TOL, rtol=SAMPLE_TOL)
 
 
 def test_uncertain_points_pick_smallest_abs_logits_at_cell_centres() -> None:
@@ -193,8 +204,14 @@ def test_refinement_equals_all_class_reference_and_skips_the_first_step() -> Non
     assert ours.shape == (3, 1, 56, 56)
     # 7 -> 14 (64 >= 4 * 14 * 14? no) ... steps at 14, 28, 56: budget 64 < 4 * 196, none skipped
     assert len(calls) == 3 and calls[0] == (3, 2, 64)
-    # the reference computes cell centres as (i + 0.5) / w, mmdet as w_step / 2 + i * w_step
-    torch.testing.assert_close(ours[:, 0], ref, atol=1e-5, rtol=1e-5)
+    # the reference computes cell centres as (i + 0.5) / w, mmdet as w_step / 2 + i * w_step.
+    # Ours runs the point head on the label's class only, the reference on all classes: its
+    # 1x1 convolutions (256 fine + 2 coarse = 258 inputs; 3 fcs and the logits) see other
+    # shapes, so oneDNN sums them in other orders (measured <= 1.4e-6 on logits up to 9.8, over
+    # the ISA levels); a wrong cell centre or point samples other features, moving its logit by
+    # the order of the logits themselves.
+    tol = reorder_tol(258, scale=float(ref.abs().max()), layers=4)
+    torch.testing.assert_close(ours[:, 0], ref, atol=tol, rtol=0)
     # mmdet's skip rule: with 784 points the 14 x 14 step (784 >= 4 * 196) is skipped
     head.num_points, head.subdivision_steps = 784, 2
     calls.clear()
@@ -204,8 +221,8 @@ def test_refinement_equals_all_class_reference_and_skips_the_first_step() -> Non
         hook.remove()
         ref = _reference_refine(head, feats, rois, labels)
     assert calls == [(3, 2, 784)]
-    # the reference computes cell centres as (i + 0.5) / w, mmdet as w_step / 2 + i * w_step
-    torch.testing.assert_close(ours[:, 0], ref, atol=1e-5, rtol=1e-5)
+    tol = reorder_tol(258, scale=float(ref.abs().max()), layers=4)  # as above
+    torch.testing.assert_close(ours[:, 0], ref, atol=tol, rtol=0)
 
 
 def test_no_detections_gives_empty_224_masks() -> None:
@@ -277,6 +294,8 @@ def test_fp16_cuda_masks_agree_with_fp32() -> None:
         a, b = ref[3][i] > 0.5, out[3][j] > 0.5
         union = (a | b).sum().item()
         ious.append(1.0 if union == 0 else (a & b).sum().item() / union)
+    # fp16 on purpose: the compile issue's bar for reduced precision, mean mask IoU >= 0.97
+    # (tests/compile/test_precision_default_model.py); never measured here (no CUDA device)
     assert sum(ious) / len(ious) >= 0.97, ious
 
 

@@ -2,6 +2,12 @@
 
 Plain Python loops over numpy scalars of the inputs' dtype, so float32 rounding matches the
 kernels step by step. Only for tests.
+
+Tolerances: the C++ kernels evaluate the same expressions in the same order without fused
+multiply-adds (``-ffp-contract=off``; their AVX2/AVX-512 clones only vectorize across channels,
+numpy's loops only across array elements), so the kernels equal these references bit for bit on
+every x86-64 code path and the tests compare them exactly. Where two implementations sum in
+different orders, :func:`reorder_bound` gives the tolerance.
 """
 
 from __future__ import annotations
@@ -11,6 +17,14 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
+
+from tests.tolerances import U32, reorder_tol
+
+
+def reorder_bound(dtype: torch.dtype, depth: int, scale: float, layers: int = 1) -> float:
+    """:func:`tests.tolerances.reorder_tol` for sums computed in ``dtype``: the float32 bound
+    scaled by the ratio of the unit roundoffs (float64: 2**-53 / 2**-24 = 2**-29)."""
+    return reorder_tol(depth, scale, layers) * (torch.finfo(dtype).eps / 2) / U32
 
 
 def _score_order(scores: np.ndarray) -> list[int]:
@@ -110,6 +124,51 @@ def _grid(size: np.generic, bins: int, sampling_ratio: int) -> int:
     return max(cells, 0)
 
 
+def _roi_grid(
+    roi: np.ndarray,
+    out_h: int,
+    out_w: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> tuple[np.generic, np.generic, np.generic, np.generic, int, int]:
+    """mmcv's (start_w, start_h, bin_w, bin_h, grid_h, grid_w) of one roi, in its dtype."""
+    t = roi.dtype.type
+    scale = t(spatial_scale)
+    offset = t(0.5) if aligned else t(0)
+    start_w, start_h = roi[1] * scale - offset, roi[2] * scale - offset
+    roi_w = (roi[3] * scale - offset) - start_w
+    roi_h = (roi[4] * scale - offset) - start_h
+    if not aligned:
+        roi_w, roi_h = max(roi_w, t(1)), max(roi_h, t(1))
+    bin_h, bin_w = roi_h / t(out_h), roi_w / t(out_w)
+    grid_h = _grid(roi_h, out_h, sampling_ratio)
+    grid_w = _grid(roi_w, out_w, sampling_ratio)
+    return start_w, start_h, bin_w, bin_h, grid_h, grid_w
+
+
+def samples_per_bin(
+    rois: Tensor,
+    output_size: int | list[int],
+    spatial_scales: list[float],
+    sampling_ratio: int,
+    aligned: bool,
+    finest_scale: int = 56,
+) -> int:
+    """The most bilinear samples one output bin of these rois averages (at least 1): the
+    accumulation depth of RoIAlign. Several ``spatial_scales``: each roi at its FPN level."""
+    size = [output_size] * 2 if isinstance(output_size, int) else list(output_size)
+    r = rois.to(torch.float64 if rois.dtype == torch.float64 else torch.float32)
+    levels = map_roi_levels(r, len(spatial_scales), finest_scale)
+    levels = levels if len(spatial_scales) > 1 else [0] * len(r)
+    most = 1
+    for roi, level in zip(r.numpy(), levels, strict=True):
+        if level is not None:
+            *_, gh, gw = _roi_grid(roi, *size, spatial_scales[level], sampling_ratio, aligned)
+            most = max(most, gh * gw)
+    return most
+
+
 def roi_align_one(
     feat: np.ndarray,
     roi: np.ndarray,
@@ -125,16 +184,9 @@ def roi_align_one(
     out = np.zeros((channels, out_h, out_w), feat.dtype)
     if height == 0 or width == 0:
         return out
-    scale = t(spatial_scale)
-    offset = t(0.5) if aligned else t(0)
-    start_w, start_h = roi[1] * scale - offset, roi[2] * scale - offset
-    roi_w = (roi[3] * scale - offset) - start_w
-    roi_h = (roi[4] * scale - offset) - start_h
-    if not aligned:
-        roi_w, roi_h = max(roi_w, t(1)), max(roi_h, t(1))
-    bin_h, bin_w = roi_h / t(out_h), roi_w / t(out_w)
-    grid_h = _grid(roi_h, out_h, sampling_ratio)
-    grid_w = _grid(roi_w, out_w, sampling_ratio)
+    start_w, start_h, bin_w, bin_h, grid_h, grid_w = _roi_grid(
+        roi.astype(feat.dtype), out_h, out_w, spatial_scale, sampling_ratio, aligned
+    )
     count = t(max(grid_h * grid_w, 1))
     for ph in range(out_h):
         for pw in range(out_w):

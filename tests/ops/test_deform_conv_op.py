@@ -21,6 +21,8 @@ from cendetect.models.dcn import DCNConfig, DeformConv2dPack
 from cendetect.models.resnet import ResNet
 from cendetect.ops import _extension, deform_conv_op
 from cendetect.ops.deform_conv_op import deform_conv2d_torch
+from tests.ops.reference import reorder_bound
+from tests.tolerances import reorder_tol
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -115,18 +117,34 @@ def _op(x: Tensor, off: Tensor, weight: Tensor, args: tuple) -> Tensor:
     return cendetect.ops.deform_conv2d(x, off, weight, *args)
 
 
+def _depth(weight: Tensor) -> int:
+    """Terms of one output's sum: in_channels / groups * kh * kw."""
+    return weight.shape[1] * weight.shape[2] * weight.shape[3]
+
+
+def _reorder(weight: Tensor, out: Tensor, layers: int = 1) -> float:
+    """Two orders of this convolution's sums (its GEMM vs another's), in ``out``'s dtype."""
+    return reorder_bound(out.dtype, _depth(weight), float(out.abs().max()), layers)
+
+
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_matches_naive_loops(cfg: tuple) -> None:
     x, off, weight, args = make_inputs(cfg, torch.float64)
     expected = naive_deform_conv2d(x, off, weight, *args)
-    torch.testing.assert_close(_op(x, off, weight, args), expected, rtol=1e-12, atol=1e-12)
+    # float64 GEMMs and einsum sum in different orders
+    tol = _reorder(weight, expected)
+    torch.testing.assert_close(_op(x, off, weight, args), expected, rtol=0, atol=tol)
     torch.testing.assert_close(
-        deform_conv2d_torch(x, off, weight, *args), expected, rtol=1e-12, atol=1e-12
+        deform_conv2d_torch(x, off, weight, *args), expected, rtol=0, atol=tol
     )
     x32, off32, w32 = x.float(), off.float(), weight.float()
     got = _op(x32, off32, w32, args)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
+    # float32 arithmetic against float64 on the same (rounded) inputs: two stacked float32
+    # stages, the bilinear samples (positions, 4 taps) and the convolution's sum
+    expected = naive_deform_conv2d(x32, off32, w32, *args)
+    tol = reorder_tol(_depth(weight), float(expected.abs().max()), layers=2)
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -146,17 +164,20 @@ def test_samples_equal_torch_reference_bit_for_bit(cfg: tuple) -> None:
 def test_float32_matches_torch_reference(cfg: tuple) -> None:
     x, off, weight, args = make_inputs(cfg, torch.float32, seed=2)
     got = _op(x, off, weight, args)
-    torch.testing.assert_close(got, deform_conv2d_torch(x, off, weight, *args))
+    # equal columns (above); the GEMMs may block differently (oneMKL: by shape and alignment)
+    want = deform_conv2d_torch(x, off, weight, *args)
+    torch.testing.assert_close(got, want, rtol=0, atol=_reorder(weight, want))
 
 
 def test_zero_offsets_give_plain_convolution() -> None:
     for cfg in CONFIGS:
-        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        for dtype in (torch.float64, torch.float32):
             x, off, weight, args = make_inputs(cfg, dtype)
             s, p, d, groups, _ = args
             expected = F.conv2d(x, weight, None, s, p, d, groups)
             got = _op(x, torch.zeros_like(off), weight, args)
-            torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+            # whole-pixel samples are exact; oneDNN's convolution sums in its own order
+            torch.testing.assert_close(got, expected, rtol=0, atol=_reorder(weight, expected))
 
 
 def test_whole_pixel_offsets_shift_the_input() -> None:
@@ -168,7 +189,8 @@ def test_whole_pixel_offsets_shift_the_input() -> None:
     ph, pw = args[1]
     shifted = F.pad(x, (pw + 2, pw - 2, ph - 1, ph + 1))
     expected = F.conv2d(shifted, weight, None, args[0], 0, args[2], args[3])
-    torch.testing.assert_close(_op(x, shift, weight, args), expected, rtol=1e-12, atol=1e-12)
+    got = _op(x, shift, weight, args)  # exact samples; oneDNN sums in its own order
+    torch.testing.assert_close(got, expected, rtol=0, atol=_reorder(weight, expected))
 
 
 def test_non_contiguous_inputs() -> None:
@@ -179,6 +201,7 @@ def test_non_contiguous_inputs() -> None:
     off_nc.copy_(off)
     w_nc = weight.permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)
     assert not (x_nc.is_contiguous() or off_nc.is_contiguous() or w_nc.is_contiguous())
+    # the op copies its inputs to contiguous buffers: the same values through the same kernels
     assert torch.equal(_op(x_nc, off_nc, w_nc, args), expected)
 
 
@@ -196,6 +219,7 @@ def test_half_precision_is_computed_in_float32() -> None:
         xh, oh, wh = x.to(dtype), off.to(dtype), weight.to(dtype)
         got = _op(xh, oh, wh, args)
         assert got.dtype == dtype
+        # widened exactly, computed by the same float32 kernels, rounded once: exact
         expected = _op(xh.float(), oh.float(), wh.float(), args).to(dtype)
         assert torch.equal(got, expected)
 
@@ -204,9 +228,11 @@ def test_images_and_row_bands_are_chunked_alike(monkeypatch: pytest.MonkeyPatch)
     x, off, weight, args = make_inputs((3, 4, 13, 11, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1, 2))
     whole = _op(x, off, weight, args)
     per_image = 4 * 9 * 13 * 11
+    # equal columns; oneMKL blocks GEMMs of other widths differently (sums of 4 x 3 x 3 terms)
+    tol = _reorder(weight, whole)
     for budget in (2 * per_image, per_image - 1, 4 * 9 * 11 * 3, 1):  # images, then row bands
         monkeypatch.setattr(deform_conv_op, "_MAX_COLUMN_ELEMENTS", budget)
-        torch.testing.assert_close(_op(x, off, weight, args), whole, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(_op(x, off, weight, args), whole, rtol=0, atol=tol)
 
 
 def test_device_path_falls_back_to_torch() -> None:
@@ -216,7 +242,11 @@ def test_device_path_falls_back_to_torch() -> None:
     s, p, d, groups, dg = args
     got = deform_conv_op._deform_conv2d_device(x, off, weight, s, p, d, groups, dg)
     assert got.dtype == torch.float16
-    torch.testing.assert_close(got, _op(x, off, weight, args))
+    # both compute in float32 (GEMMs blocked alike or not) and round once to float16: one
+    # float16 ulp (2**-10 of the value) beyond their float32 difference
+    want = _op(x, off, weight, args)
+    tol = reorder_tol(_depth(weight), float(want.abs().max()))
+    torch.testing.assert_close(got, want, rtol=2.0**-10, atol=tol)
 
 
 @pytest.mark.parametrize(
@@ -265,7 +295,9 @@ def test_gradcheck(cfg: tuple) -> None:
     x.requires_grad_()
     off.requires_grad_()
     weight.requires_grad_()
-    # Forward: the C++ kernel; backward: autograd through deform_conv2d_torch.
+    # Forward: the C++ kernel; backward: autograd through deform_conv2d_torch. float64, and the
+    # output is linear in each input element between whole pixels: central differences are
+    # exact but for rounding (~1e-16 |out| / eps = 1e-9), far inside gradcheck's 1e-5 / 1e-3.
     assert torch.autograd.gradcheck(lambda a, o, wt: _op(a, o, wt, args), (x, off, weight))
 
 
@@ -286,16 +318,29 @@ def test_matches_mmcv_golden() -> None:
         x, off, weight, args = _golden_case(z, k)
         expected = torch.from_numpy(z[f"case{k}/out"])
         got = _op(x, off, weight, args)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
+        # mmcv summed on the golden's machine, in its GEMM's order: the samples are the same
+        torch.testing.assert_close(got, expected, rtol=0, atol=_reorder(weight, expected))
         if f"case{k}/grad_out" not in z:
             continue
         n_grad += 1
         leaves = [t.clone().requires_grad_() for t in (x, off, weight)]
         out = _op(*leaves, args)
         (out * torch.from_numpy(z[f"case{k}/grad_out"])).sum().backward()
+        # Terms per gradient entry (flattened sums, each in mmcv's or autograd's own order):
+        # input: out_channels / groups per column times every tap and output position that may
+        # sample the pixel; offset: 4 taps of each channel of its deform group times
+        # out_channels / groups; weight: batch * Ho * Wo.
+        (b, c), (co, _, kh, kw), hw = x.shape[:2], weight.shape, out[0, 0].numel()
+        per_group, dg = co // args[3], args[4]
+        depth = {
+            "grad_input": per_group * kh * kw * hw,
+            "grad_offset": c // dg * 4 * per_group,
+            "grad_weight": b * hw,
+        }
         for name, leaf in zip(("grad_input", "grad_offset", "grad_weight"), leaves, strict=True):
             e = torch.from_numpy(z[f"case{k}/{name}"])
-            torch.testing.assert_close(leaf.grad, e, rtol=1e-5, atol=1e-5 * e.abs().max())
+            tol = reorder_tol(depth[name], float(e.abs().max()))
+            torch.testing.assert_close(leaf.grad, e, rtol=0, atol=tol)
     assert n_grad == 2
 
 
@@ -323,7 +368,8 @@ def test_layer_state_dict_names_and_zero_init() -> None:
         "conv_offset.bias": (36,),
     }
     x = torch.randn(1, 8, 10, 9)
-    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight, None, 1, 1))
+    want = F.conv2d(x, layer.weight, None, 1, 1)  # oneDNN: its own order of the 72-term sums
+    torch.testing.assert_close(layer(x), want, rtol=0, atol=_reorder(layer.weight, want))
 
 
 def test_torchscript_save_load() -> None:
@@ -335,7 +381,8 @@ def test_torchscript_save_load() -> None:
     torch.jit.save(scripted, buffer)
     buffer.seek(0)
     loaded = torch.jit.load(buffer)
-    torch.testing.assert_close(loaded(x), eager, rtol=1e-4, atol=1e-4)
+    # the same kernels (oneDNN's convolution, our op) on the same inputs in one process: exact
+    torch.testing.assert_close(loaded(x), eager, rtol=0, atol=0)
     assert "cendetect::deform_conv2d" in str(loaded.inlined_graph)
 
 
@@ -353,14 +400,16 @@ def test_torch_export_dynamic_size(tmp_path: Path) -> None:
     loaded = torch.export.load(tmp_path / "dcn.pt2").module()
     for shape in ((1, 4, 16, 20), (1, 4, 23, 9)):
         x = torch.randn(shape)
-        torch.testing.assert_close(loaded(x), net(x), rtol=1e-4, atol=1e-4)
+        # the exported graph runs the same ATen kernels and our op, eagerly: exact
+        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
 
 
 def test_torch_compile_fullgraph() -> None:
     net = _Net().eval()
     x = torch.randn(1, 4, 12, 12)
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(x), net(x))
+    # aot_eager traces, then runs the same ATen kernels and our opaque op eagerly: exact
+    torch.testing.assert_close(compiled(x), net(x), rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -373,7 +422,11 @@ def test_aoti_package(tmp_path: Path) -> None:
     compiled = torch._inductor.aoti_load_package(path)
     for shape in ((1, 4, 16, 20), (1, 4, 31, 17)):
         x = torch.randn(shape)
-        torch.testing.assert_close(compiled(x), net(x), rtol=1e-4, atol=1e-4)
+        want = net(x)
+        # Inductor runs conv_offset in its own layout and order; the offsets' noise moves the
+        # DCN's samples: two stacked 4 x 3 x 3-term layers (as in the R50-DCN golden test)
+        tol = reorder_tol(36, float(want.abs().max()), layers=2)
+        torch.testing.assert_close(compiled(x), want, rtol=0, atol=tol)
 
 
 # --- ResNet with DCN (mmdet ``dcn=dict(type='DCN')``, ``stage_with_dcn``) ---------------------
@@ -424,8 +477,17 @@ def test_build_refuses_unsupported_dcn() -> None:
 def test_resnet_dcn_backbone_matches_mmdet_golden(fixture_threads: int) -> None:
     """The fixture's R50-DCN backbone (seeded weights) against mmdetection 2.28.2's ResNet with
     mmcv's DeformConv2dPack (tests/data/dcn/make_golden.py: ``backbone_golden.npz``), with the
-    golden's 2 torch threads (with 1, 15 of c5's 2048 values moved by up to 3.8e-4)."""
-    from tests.weights import _DTYPES, _seeded_tensor
+    golden's 2 torch threads.
+
+    mmcv summed in the order of the machine that made the golden, we in this machine's: each
+    stage is compared within :func:`tests.tolerances.reorder_tol` of its widest convolution
+    (3 x 3 x 64 .. 3 x 3 x 512 terms) through the convolutions on its longest path (10, 22,
+    40, 49), at the scale of its largest value. Measured on the ISA levels of docs/testing.md:
+    c5 within 4.4e-3 of 59 (AVX2), the bound is 9.4e-2; a wrong offset, sampling or DCN layer
+    moves c3..c5 by whole percents.
+    """
+    from tests.tolerances import reorder_tol
+    from tests.weights import _DTYPES, _seeded_tensor, scalar_normals
 
     golden = dict(np.load(DATA / "dcn" / "backbone_golden.npz"))
     arch = DATA / "mmdet" / "cascade_mask_rcnn_r50_fpn_dconv"
@@ -446,12 +508,20 @@ def test_resnet_dcn_backbone_matches_mmdet_golden(fixture_threads: int) -> None:
                 state[name.removeprefix("backbone.")] = torch.from_numpy(overrides[name].copy())
     backbone.load_state_dict(state, strict=True)
     x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(7))
-    assert x.double().sum().item() == float(golden["input_sum"])
+    # the golden's input regenerates (exactly on ATen's vectorized sampler; within 2.1e-6 per
+    # value on its scalar one, tests/weights.py)
+    exact = x.double().sum().item() == float(golden["input_sum"])
+    assert exact or (scalar_normals() and abs(x.double().sum() - golden["input_sum"]) < 0.1)
     assert float(golden["max_offset"]) > 2  # the offsets really move the samples
     with torch.no_grad():
         outs = backbone(x)
     c5 = torch.from_numpy(golden["c5"])
-    torch.testing.assert_close(outs[-1], c5, rtol=1e-4, atol=1e-4 * float(c5.abs().max()))
+    depth = {2: 9 * 64, 3: 9 * 128, 4: 9 * 256, 5: 9 * 512}
+    layers = {2: 10, 3: 22, 4: 40, 5: 49}
+    tol = {c: reorder_tol(depth[c], float(out.abs().max()), layers[c]) for c, out in
+           zip(depth, outs, strict=True)}  # fmt: skip
+    torch.testing.assert_close(outs[-1], c5, rtol=0, atol=tol[5])
     for i, out in enumerate(outs):
         mean = torch.from_numpy(golden[f"mean_c{i + 2}"])
-        torch.testing.assert_close(out.mean(dim=(0, 2, 3)), mean, rtol=1e-4, atol=1e-4)
+        # a channel's mean is off by at most its values' largest error
+        torch.testing.assert_close(out.mean(dim=(0, 2, 3)), mean, rtol=0, atol=tol[i + 2])

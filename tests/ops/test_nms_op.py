@@ -12,6 +12,10 @@ from tests.ops.reference import batched_nms_reference, mmcv_offset_batched_nms, 
 
 DTYPES = [torch.float32, torch.float64]
 
+# Every comparison here is exact: the outputs are int64 indices, and the kernel computes each IoU
+# with the reference's expression in the boxes' dtype, without fused multiply-adds, so both take
+# the same decisions on every code path (tests/ops/reference.py).
+
 
 def random_boxes(n: int, seed: int, dtype: torch.dtype, contiguous: bool = True) -> torch.Tensor:
     """Clustered boxes (so that many overlap), including some zero/negative-size ones."""
@@ -115,6 +119,7 @@ def test_nan_scores_and_degenerate_boxes_do_not_crash() -> None:
 def test_half_is_computed_in_float32() -> None:
     boxes = random_boxes(80, 5, torch.float16)
     scores = random_scores(80, 5, torch.float16)
+    # float16 widens exactly: the float32 reference's decisions
     expected = nms_reference(boxes.float(), scores.float(), 0.5)
     torch.testing.assert_close(nms(boxes, scores, 0.5), expected)
 
@@ -188,6 +193,8 @@ def test_cuda_matches_cpu() -> None:
     idxs = torch.randint(0, 4, (500,), generator=torch.Generator().manual_seed(9))
     keep = nms(boxes.cuda(), scores.cuda(), 0.5)
     assert keep.is_cuda
+    # exact unless an IoU lies within float noise of 0.5 (a tie, CUDA may fuse multiply-adds);
+    # these random boxes have none
     torch.testing.assert_close(keep.cpu(), nms(boxes, scores, 0.5), rtol=0, atol=0)
     keep = batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu()
     torch.testing.assert_close(keep, batched_nms(boxes, scores, idxs, 0.5), rtol=0, atol=0)

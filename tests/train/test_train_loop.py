@@ -43,6 +43,8 @@ def _cfg(dataset: Path, out: Path, **kw: object) -> TrainConfig:
 
 def test_lr_schedule() -> None:
     cfg = TrainConfig(dataset="", out="", iters=100, lr=0.1, warmup_iters=10, warmup_ratio=0.1)
+    # float64 Python arithmetic (no torch kernels): the same on every CPU; approx absorbs only
+    # the formulas' own last-bit rounding (0.1 * 0.1 = 0.010000000000000002)
     assert lr_at(cfg, 0) == pytest.approx(0.01)
     assert lr_at(cfg, 10) == pytest.approx(0.1)
     assert lr_at(cfg, 100) == pytest.approx(0.1 * cfg.min_lr_ratio)
@@ -85,8 +87,10 @@ def test_checkpoint_round_trip_resume_and_finetune(tiny_dataset: Path, tmp_path:
     assert ckpt.config["model"]["backbone"]["type"] == "MobileNetV2"
     det = Detector.from_checkpoint(final)
     assert det.preprocess_cfg.img_scale == (128, 128)
-    for key, value in det.model.state_dict().items():
-        torch.testing.assert_close(value, trainer.model.state_dict()[key].cpu(), msg=key)
+    for key, value in det.model.state_dict().items():  # a copy through torch.save: exact
+        torch.testing.assert_close(
+            value, trainer.model.state_dict()[key].cpu(), rtol=0, atol=0, msg=key
+        )
     image = cv2.imread(str(tiny_dataset / "val" / "000.png"))
     result = det(image)
     assert result.image_size == image.shape[:2]
@@ -115,15 +119,16 @@ def test_checkpoint_round_trip_resume_and_finetune(tiny_dataset: Path, tmp_path:
     assert "initialised from" in ft.note
     old, new = ckpt.state_dict, ft.model.state_dict()
     w_old, w_new = old["roi_head.bbox_head.fc_cls.weight"], new["roi_head.bbox_head.fc_cls.weight"]
-    torch.testing.assert_close(w_new[0], w_old[1])
-    torch.testing.assert_close(w_new[1], w_old[0])
-    torch.testing.assert_close(w_new[2], w_old[2])  # background
+    exact = {"rtol": 0, "atol": 0}  # the rows are copies
+    torch.testing.assert_close(w_new[0], w_old[1], **exact)
+    torch.testing.assert_close(w_new[1], w_old[0], **exact)
+    torch.testing.assert_close(w_new[2], w_old[2], **exact)  # background
     r_old, r_new = old["roi_head.bbox_head.fc_reg.weight"], new["roi_head.bbox_head.fc_reg.weight"]
-    torch.testing.assert_close(r_new[:4], r_old[4:])
+    torch.testing.assert_close(r_new[:4], r_old[4:], **exact)
     m_old = old["roi_head.mask_head.conv_logits.weight"]
-    torch.testing.assert_close(new["roi_head.mask_head.conv_logits.weight"][0], m_old[1])
+    torch.testing.assert_close(new["roi_head.mask_head.conv_logits.weight"][0], m_old[1], **exact)
     torch.testing.assert_close(
-        new["neck.fpn_convs.0.conv.weight"], old["neck.fpn_convs.0.conv.weight"]
+        new["neck.fpn_convs.0.conv.weight"], old["neck.fpn_convs.0.conv.weight"], **exact
     )
     rec = ft.step(collate([ft.train_set[0], ft.train_set[1]]), 0)
     assert math.isfinite(rec["loss"])
@@ -140,7 +145,7 @@ def test_finetune_to_a_new_class_keeps_known_rows(tiny_dataset: Path, tmp_path: 
         "roi_head.bbox_head.fc_cls.weight", old, new, ("bar", "mosaic"), ("text", "bar", "mosaic")
     )
     assert out[0].tolist() == [-1.0] * 4
-    torch.testing.assert_close(out[1:], old)
+    torch.testing.assert_close(out[1:], old, rtol=0, atol=0)  # copied rows: exact
 
 
 def test_cli_refuses_a_missing_dataset(tmp_path: Path) -> None:
