@@ -11,6 +11,7 @@ is 3 % of the IoU); nothing is left unmatched on either side, except detections 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -61,15 +62,19 @@ def code_path_level() -> str:
     return "native"
 
 
+@functools.cache
+def _spread_levels() -> dict:
+    return json.loads(OWN_SPREAD.read_text())["levels"] if OWN_SPREAD.exists() else {}
+
+
 def own_spread(fixture: str, image: str) -> Allowance:
     """mmdetection's own spread on this process's code path for ``fixture`` (e.g.
     ``'mmdet/cascade_mask_rcnn_r50_fpn_dconv'``) and ``image``; nothing allowed where it was
     not measured (mmdetection 3.3's fixtures, a level not in the file)."""
     flavour, arch = fixture.split("/", 1)
-    if flavour != "mmdet" or not OWN_SPREAD.exists():
+    if flavour != "mmdet":
         return Allowance()
-    levels = json.loads(OWN_SPREAD.read_text())["levels"]
-    row = levels.get(code_path_level(), {}).get(f"{arch}/{image}")
+    row = _spread_levels().get(code_path_level(), {}).get(f"{arch}/{image}")
     if row is None:
         return Allowance()
     return Allowance(
