@@ -60,6 +60,16 @@ cdef extern from "roi_align.h" namespace "cendetect" nogil:
         const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
         const float* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
         cbool aligned, int64_t finest_scale, float* output) except +
+    int64_t c_multi_level_roi_align_nhwc_backward "cendetect::multi_level_roi_align_nhwc_backward"(
+        const float* grad_out, const int64_t* heights, const int64_t* widths,
+        const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
+        const float* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+        cbool aligned, int64_t finest_scale, float* const* grad_feats) except +
+    int64_t c_multi_level_roi_align_nhwc_backward "cendetect::multi_level_roi_align_nhwc_backward"(
+        const double* grad_out, const int64_t* heights, const int64_t* widths,
+        const double* spatial_scales, int64_t levels, int64_t batch, int64_t channels,
+        const double* rois, int64_t n_rois, int64_t output_size, int64_t sampling_ratio,
+        cbool aligned, int64_t finest_scale, double* const* grad_feats) except +
 
 cdef extern from "deform_conv.h" namespace "cendetect" nogil:
     void c_deform_im2col "cendetect::deform_im2col"(
@@ -219,6 +229,34 @@ def multi_level_roi_align_nhwc_bf16(list feats, const float[:, ::1] rois,
             &out[0, 0, 0, 0])
     return bad
 
+
+def multi_level_roi_align_nhwc_backward(const real[:, :, :, ::1] grad_out,
+                                        const real[:, ::1] rois, list grad_feats,
+                                        list spatial_scales, int64_t sampling_ratio,
+                                        cbool aligned, int64_t finest_scale) -> int:
+    """Feature gradient of multi_level_roi_align_nhwc: grad_out [K, s, s, C] is spread onto
+    grad_feats (each [B, H, W, C], overwritten); returns as roi_align."""
+    cdef int64_t k = rois.shape[0]
+    cdef vector[real*] ptrs
+    cdef vector[int64_t] heights, widths
+    cdef vector[double] scales
+    cdef real[:, :, :, ::1] feat
+    cdef int64_t levels = len(grad_feats)
+    cdef int64_t batch, bad
+    batch = _level_shapes(grad_feats, spatial_scales, 1, heights, widths, scales)
+    for f in grad_feats:
+        feat = f
+        ptrs.push_back(&feat[0, 0, 0, 0] if feat.size > 0 else NULL)
+    if k == 0 or grad_out.shape[3] == 0:
+        for f in grad_feats:
+            f[...] = 0
+        return -1
+    with nogil:
+        bad = c_multi_level_roi_align_nhwc_backward(
+            &grad_out[0, 0, 0, 0], heights.data(), widths.data(), scales.data(), levels, batch,
+            grad_out.shape[3], &rois[0, 0], k, grad_out.shape[1], sampling_ratio, aligned,
+            finest_scale, ptrs.data())
+    return bad
 
 def deform_im2col(const real[:, :, :, ::1] input, const real[:, :, :, ::1] offset,
                   real[:, :, :, ::1] columns, int64_t kernel_h, int64_t kernel_w,

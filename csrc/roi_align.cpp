@@ -381,6 +381,109 @@ int64_t multi_level_nhwc_impl(const In* const* feats, const int64_t* heights,
   return -1;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backward (NHWC): the transpose of pool_roi_nhwc. For channels [c0, c1) of every roi, each
+// bin's incoming gradient g / count is added to the four taps of each valid sample with the
+// forward's weights.
+
+// y += w * x. The four taps of a sample on the last row or column coincide (lo == hi), so
+// they are accumulated by four separate calls rather than one loop over four pointers.
+CENDETECT_CLONES
+void axpy(float* __restrict y, const float* __restrict x, float w, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += w * x[i];
+}
+
+CENDETECT_CLONES
+void axpy(double* __restrict y, const double* __restrict x, double w, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += w * x[i];
+}
+
+template <typename T>
+void unpool_roi_nhwc(T* grad_feat, int64_t H, int64_t W, T scale, const T* roi,
+                     int64_t channels, int64_t c0, int64_t c1, int64_t pooled,
+                     int64_t sampling_ratio, bool aligned, const T* grad, std::vector<Tap<T>>& ys,
+                     std::vector<Tap<T>>& xs, std::vector<T>& scaled) {
+  const int64_t n = c1 - c0;
+  const RoiGeometry<T> g = roi_geometry(roi, scale, pooled, pooled, sampling_ratio, aligned);
+  ys.resize(static_cast<size_t>(pooled * g.grid_h));
+  xs.resize(static_cast<size_t>(pooled * g.grid_w));
+  axis_taps(g.start_h, g.bin_h, pooled, g.grid_h, H, ys.data());
+  axis_taps(g.start_w, g.bin_w, pooled, g.grid_w, W, xs.data());
+  const T count = static_cast<T>(std::max<int64_t>(g.grid_h * g.grid_w, 1));
+  scaled.resize(static_cast<size_t>(n));
+  T* f = grad_feat + c0;
+  for (int64_t ph = 0; ph < pooled; ++ph) {
+    const Tap<T>* ty = ys.data() + ph * g.grid_h;
+    for (int64_t pw = 0; pw < pooled; ++pw) {
+      const Tap<T>* tx = xs.data() + pw * g.grid_w;
+      const T* gb = grad + (ph * pooled + pw) * channels + c0;
+      for (int64_t i = 0; i < n; ++i) scaled[i] = gb[i] / count;
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
+        const Tap<T>& y = ty[iy];
+        if (!y.valid) continue;
+        T* row_lo = f + y.lo * W * channels;
+        T* row_hi = f + y.hi * W * channels;
+        for (int64_t ix = 0; ix < g.grid_w; ++ix) {
+          const Tap<T>& x = tx[ix];
+          if (!x.valid) continue;
+          const T w1 = y.one_minus * x.one_minus, w2 = y.one_minus * x.frac;
+          const T w3 = y.frac * x.one_minus, w4 = y.frac * x.frac;
+          axpy(row_lo + x.lo * channels, scaled.data(), w1, n);
+          axpy(row_lo + x.hi * channels, scaled.data(), w2, n);
+          axpy(row_hi + x.lo * channels, scaled.data(), w3, n);
+          axpy(row_hi + x.hi * channels, scaled.data(), w4, n);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+int64_t multi_level_nhwc_backward_impl(const T* grad_out, const int64_t* heights,
+                                       const int64_t* widths, const double* spatial_scales,
+                                       int64_t levels, int64_t batch, int64_t channels,
+                                       const T* rois, int64_t n_rois, int64_t output_size,
+                                       int64_t sampling_ratio, bool aligned,
+                                       int64_t finest_scale, T* const* grad_feats) {
+  const int64_t bad = first_bad_batch_index(rois, n_rois, batch);
+  if (bad >= 0) return bad;
+  if (channels <= 0) return -1;
+  std::vector<int64_t> level_of(static_cast<size_t>(n_rois));
+  for (int64_t k = 0; k < n_rois; ++k) level_of[k] = roi_level(rois + 5 * k, levels, finest_scale);
+  const int64_t bins = output_size * output_size;
+  // Channel blocks of at least 16 values (one cache line of float32): a block is one thread's
+  // work item and covers every roi, so no two threads ever write the same feature value.
+  const int64_t threads = static_cast<int64_t>(get_num_threads());
+  int64_t blocks = std::max<int64_t>(1, std::min((channels + 15) / 16, 2 * threads));
+  const int64_t block = (channels + blocks - 1) / blocks;
+  blocks = (channels + block - 1) / block;
+  parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Tap<T>> ys, xs;
+    std::vector<T> scaled;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t c0 = item * block;
+      const int64_t c1 = std::min(channels, c0 + block);
+      for (int64_t l = 0; l < levels; ++l) {
+        if (grad_feats[l] == nullptr) continue;
+        const int64_t pixels = batch * heights[l] * widths[l];
+        for (int64_t p = 0; p < pixels; ++p) {
+          std::fill(grad_feats[l] + p * channels + c0, grad_feats[l] + p * channels + c1, T(0));
+        }
+      }
+      for (int64_t k = 0; k < n_rois; ++k) {
+        const int64_t l = level_of[k];
+        if (l < 0 || grad_feats[l] == nullptr || heights[l] <= 0 || widths[l] <= 0) continue;
+        const int64_t b = static_cast<int64_t>(rois[5 * k]);
+        unpool_roi_nhwc(grad_feats[l] + b * heights[l] * widths[l] * channels, heights[l],
+                        widths[l], static_cast<T>(spatial_scales[l]), rois + 5 * k, channels, c0,
+                        c1, output_size, sampling_ratio, aligned,
+                        grad_out + k * bins * channels, ys, xs, scaled);
+      }
+    }
+  });
+  return -1;
+}
+
 }  // namespace
 
 int64_t roi_align(const float* input, int64_t batch, int64_t channels, int64_t height,
@@ -449,6 +552,30 @@ int64_t multi_level_roi_align_nhwc(const uint16_t* const* feats, const int64_t* 
   return multi_level_nhwc_impl(feats, heights, widths, spatial_scales, levels, batch, channels,
                                rois, n_rois, output_size, sampling_ratio, aligned, finest_scale,
                                output);
+}
+
+int64_t multi_level_roi_align_nhwc_backward(const float* grad_out, const int64_t* heights,
+                                            const int64_t* widths, const double* spatial_scales,
+                                            int64_t levels, int64_t batch, int64_t channels,
+                                            const float* rois, int64_t n_rois,
+                                            int64_t output_size, int64_t sampling_ratio,
+                                            bool aligned, int64_t finest_scale,
+                                            float* const* grad_feats) {
+  return multi_level_nhwc_backward_impl(grad_out, heights, widths, spatial_scales, levels, batch,
+                                        channels, rois, n_rois, output_size, sampling_ratio,
+                                        aligned, finest_scale, grad_feats);
+}
+
+int64_t multi_level_roi_align_nhwc_backward(const double* grad_out, const int64_t* heights,
+                                            const int64_t* widths, const double* spatial_scales,
+                                            int64_t levels, int64_t batch, int64_t channels,
+                                            const double* rois, int64_t n_rois,
+                                            int64_t output_size, int64_t sampling_ratio,
+                                            bool aligned, int64_t finest_scale,
+                                            double* const* grad_feats) {
+  return multi_level_nhwc_backward_impl(grad_out, heights, widths, spatial_scales, levels, batch,
+                                        channels, rois, n_rois, output_size, sampling_ratio,
+                                        aligned, finest_scale, grad_feats);
 }
 
 }  // namespace cendetect

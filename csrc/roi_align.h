@@ -69,4 +69,27 @@ int64_t multi_level_roi_align_nhwc(const uint16_t* const* feats, const int64_t* 
                                    int64_t sampling_ratio, bool aligned, int64_t finest_scale,
                                    float* output);
 
+// Backward of multi_level_roi_align_nhwc with respect to the features: RoIAlign is linear in its
+// features, so each output value's gradient is spread back onto the four bilinear taps of every
+// sample of its bin with the forward's weights (w / count). grad_out: [n_rois, size, size,
+// channels]; grad_feats[l]: [batch, heights[l], widths[l], channels] (NHWC), fully written
+// (zeroed first, then accumulated; null for an empty level). Rois get no gradient (as mmcv).
+// Threads own disjoint channel blocks, so the scatter needs no atomics and the result does not
+// depend on the number of threads: every feature gradient is summed in roi order, then bin, then
+// sample order. Returns as roi_align.
+int64_t multi_level_roi_align_nhwc_backward(const float* grad_out, const int64_t* heights,
+                                            const int64_t* widths, const double* spatial_scales,
+                                            int64_t levels, int64_t batch, int64_t channels,
+                                            const float* rois, int64_t n_rois,
+                                            int64_t output_size, int64_t sampling_ratio,
+                                            bool aligned, int64_t finest_scale,
+                                            float* const* grad_feats);
+int64_t multi_level_roi_align_nhwc_backward(const double* grad_out, const int64_t* heights,
+                                            const int64_t* widths, const double* spatial_scales,
+                                            int64_t levels, int64_t batch, int64_t channels,
+                                            const double* rois, int64_t n_rois,
+                                            int64_t output_size, int64_t sampling_ratio,
+                                            bool aligned, int64_t finest_scale,
+                                            double* const* grad_feats);
+
 }  // namespace cendetect

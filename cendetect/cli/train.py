@@ -72,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from cendetect.train.loop import TrainConfig, Trainer
+    from cendetect.train.config import TrainConfig
+    from cendetect.train.loop import Trainer
 
     if not Path(args.dataset).is_dir():
         raise CliError(f"--dataset {args.dataset}: no such folder")

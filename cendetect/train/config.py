@@ -1,4 +1,5 @@
-"""The mmdetection 2.x config a training run embeds in its checkpoints (``meta.config``).
+"""A training run's settings (:class:`TrainConfig`) and the mmdetection 2.x config it embeds
+in its checkpoints (``meta.config``).
 
 The text is plain ``name = value`` assignments of literals and dicts, which
 :func:`cendetect.config.parse_config_text` reads back (and mmdetection's ``Config.fromstring``
@@ -11,10 +12,53 @@ from __future__ import annotations
 import copy
 import pprint
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cendetect.train.data import Normalize
 from cendetect.zoo import zoo_model_config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one run (``cendetect train --help`` describes each)."""
+
+    dataset: str
+    out: str
+    model: str = "mobilenet_v2_fpn"
+    classes: tuple[str, ...] | None = None
+    iters: int = 3000
+    batch_size: int = 2
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 200
+    warmup_ratio: float = 0.001
+    schedule: str = "cosine"
+    steps: tuple[float, ...] = (0.75, 0.9)
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 35.0
+    checkpoint_every: int = 500
+    eval_every: int = 1000
+    eval_images: int = 50
+    train_scale: tuple[int, int] = (512, 768)
+    test_scale: int = 640
+    hflip: float = 0.5
+    crop_prob: float = 0.3
+    colour_jitter: float = 0.25
+    pretrained: str = "imagenet"
+    init_from: str | None = None
+    frozen_stages: int | None = None
+    resume: bool = False
+    workers: int = 1
+    device: str = "cpu"
+    amp: bool = True
+    cpu_bf16: bool = False
+    seed: int = 0
+    log_every: int = 1
+    progress: bool = True
+
 
 #: mmdet 2.28 Mask R-CNN ``train_cfg`` (configs/_base_/models/mask_rcnn_r50_fpn.py);
 #: ``rpn_proposal`` is informational: our training takes proposals with the model's ``test_cfg.rpn``

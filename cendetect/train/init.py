@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from cendetect.checkpoint import load_checkpoint
 from cendetect.config import model_config_from
+from cendetect.train.config import TrainConfig
 from cendetect.zoo import zoo_model_config
-
-if TYPE_CHECKING:
-    from cendetect.train.loop import TrainConfig
 
 #: state-dict keys with one slice per class, and how many rows each class has
 CLASS_KEYS: dict[str, int] = {

@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,52 +26,11 @@ import torch
 from cendetect.config import PreprocessConfig
 from cendetect.models.build import build_model
 from cendetect.train.checkpoints import LATEST, export_fp16, load_train_state, save_checkpoint
-from cendetect.train.config import config_text, full_config
+from cendetect.train.config import TrainConfig, config_text, full_config
 from cendetect.train.data import AugmentConfig, CocoInstances, Normalize, collate
 from cendetect.train.evaluate import evaluate_coco
 from cendetect.train.init import initial_model_config, initialise
 from cendetect.train.losses import mask_rcnn_losses
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one run (``cendetect train --help`` describes each)."""
-
-    dataset: str
-    out: str
-    model: str = "mobilenet_v2_fpn"
-    classes: tuple[str, ...] | None = None
-    iters: int = 3000
-    batch_size: int = 2
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 200
-    warmup_ratio: float = 0.001
-    schedule: str = "cosine"
-    steps: tuple[float, ...] = (0.75, 0.9)
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 35.0
-    checkpoint_every: int = 500
-    eval_every: int = 1000
-    eval_images: int = 50
-    train_scale: tuple[int, int] = (512, 768)
-    test_scale: int = 640
-    hflip: float = 0.5
-    crop_prob: float = 0.3
-    colour_jitter: float = 0.25
-    pretrained: str = "imagenet"
-    init_from: str | None = None
-    frozen_stages: int | None = None
-    resume: bool = False
-    workers: int = 1
-    device: str = "cpu"
-    amp: bool = True
-    cpu_bf16: bool = False
-    seed: int = 0
-    log_every: int = 1
-    progress: bool = True
 
 
 def lr_at(cfg: TrainConfig, it: int) -> float:

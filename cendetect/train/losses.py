@@ -4,8 +4,8 @@ the very modules the test-time :class:`~cendetect.models.mask_rcnn.MaskRCNN` run
 There is no second model: :func:`mask_rcnn_losses` calls ``model.backbone``, ``model.neck``,
 ``model.rpn_head.forward_levels`` and the RoI head's box and mask heads, so the parameters
 trained are exactly those the checkpoint stores and the detector uses. RoI features are pooled
-with the RoI extractors' own settings by :func:`cendetect.train.roi_pool.
-multi_level_roi_align_train` (same values, a fast backward).
+by the RoI extractors themselves (``cendetect::multi_level_roi_align``, whose CPU backward is the
+C++ kernel of csrc/roi_align.cpp).
 
 * RPN: anchors assigned by IoU (positive >= 0.7, negative < 0.3, each gt's best anchors positive
   if their IoU >= 0.3), 256 anchors sampled per image with at most half positive, sigmoid
@@ -31,7 +31,6 @@ from torch import Tensor
 
 from cendetect.models.mask_rcnn import MaskRCNN
 from cendetect.models.roi_heads import rois_from_boxes
-from cendetect.train.roi_pool import multi_level_roi_align_train as roi_align_train
 from cendetect.train.targets import assign_max_iou, encode_deltas, mask_targets, sample_random
 
 
@@ -182,7 +181,7 @@ def roi_losses(
         pos_masks.append(mask_targets(batch.masks[i], cand[pos], gt_idx, mask_size))
         num_pos_total += pos.numel()
     rois = rois_from_boxes(boxes_s)
-    cls_score, bbox_pred = head.bbox_head(roi_align_train(head.bbox_roi_extractor, feats, rois))
+    cls_score, bbox_pred = head.bbox_head(head.bbox_roi_extractor(feats, rois))
     labels = torch.cat(labels_s)
     n = max(labels.numel(), 1)
     loss_cls = F.cross_entropy(cls_score.float(), labels, reduction="sum") / n
@@ -199,7 +198,7 @@ def roi_losses(
         reg = reg[pos_rows, pos_lab] if reg.shape[1] > 1 else reg[pos_rows, 0]
         loss_bbox = (reg - torch.cat(targets_s)).abs().sum() / n
         mask_rois = rois_from_boxes(pos_boxes)
-        mask_logits = head.mask_head(roi_align_train(head.mask_roi_extractor, feats, mask_rois))
+        mask_logits = head.mask_head(head.mask_roi_extractor(feats, mask_rois))
         idx = torch.arange(pos_lab.numel(), device=pos_lab.device)
         logits = mask_logits[idx, pos_lab].float()
         loss_mask = F.binary_cross_entropy_with_logits(logits, torch.cat(pos_masks))
