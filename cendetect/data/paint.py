@@ -23,7 +23,10 @@ __all__ = [
     "pixelate",
 ]
 
-BAR_SHAPES = ("eye_bar", "block", "strip", "polygon", "stroke")
+BAR_SHAPES = ("eye_bar", "block", "strip", "polygon", "stroke", "rounded")
+#: shape probabilities: v1 (the first datasets: no rounded bars) and v2
+_BAR_P_V1 = [0.3, 0.25, 0.15, 0.15, 0.15]
+_BAR_P_V2 = [0.26, 0.2, 0.14, 0.12, 0.14, 0.14]
 MOSAIC_SHAPES = ("rect", "rotated_rect", "ellipse", "polygon", "blob")
 
 _SHIFT = 4  # fixed-point bits for cv2 drawing: sub-pixel vertex positions
@@ -57,18 +60,43 @@ def _angle(rng: np.random.Generator, p_axis: float, spread: float = 90.0) -> flo
     return 0.0 if rng.random() < p_axis else float(rng.uniform(-spread, spread))
 
 
-def bar_mask(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]:
-    """A random bar shape: eye bar, large block, thin strip, irregular polygon or stroke.
+def _rounded_rect(
+    shape: tuple[int, int], cx: float, cy: float, w: float, h: float, r: float, angle: float
+) -> np.ndarray:
+    """A ``w x h`` rectangle with corners rounded to radius ``r``, centred, rotated."""
+    r = min(r, w / 2, h / 2)
+    t = np.linspace(0, np.pi / 2, 8)
+    arcs = []
+    for (sx, sy), start in zip(((1, 1), (-1, 1), (-1, -1), (1, -1)), (0, 0.5, 1, 1.5)):
+        ox, oy = sx * (w / 2 - r), sy * (h / 2 - r)
+        a = t + start * np.pi
+        arcs.append(np.stack([ox + r * np.cos(a), oy + r * np.sin(a)], 1))
+    local = np.concatenate(arcs)
+    th = np.deg2rad(angle)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    return _fill_poly(shape, local @ rot.T + np.array([cx, cy]))
 
-    Sizes are fractions of the short side ``s``: eye bars ``0.12-0.6 s`` by ``0.025-0.1 s``,
-    blocks ``0.06-0.45 s`` a side, strips ``0.15-0.9 s`` long and 2-4 % thick (>= 2 px),
-    polygons of radius ``0.04-0.25 s``, strokes ``1-5 %`` thick.
+
+def bar_mask(
+    rng: np.random.Generator, h: int, w: int, s: float | None = None, v2: bool = False
+) -> tuple[np.ndarray, str]:
+    """A random bar shape: eye bar, large block, thin strip, irregular polygon, stroke and
+    (``v2``) a rounded, possibly rotated rectangle.
+
+    Sizes are fractions of ``s`` (default the short side): eye bars ``0.12-0.6 s`` by
+    ``0.025-0.1 s``, blocks ``0.06-0.45 s`` a side, strips ``0.15-0.9 s`` long and 2-4 % thick
+    (>= 2 px), polygons of radius ``0.04-0.25 s``, strokes ``1-5 %`` thick; rounded bars
+    ``0.08-0.5 s`` by ``0.04-0.3 s`` with a corner radius of 15-50 % of the short edge. A small
+    ``s`` gives small regions anywhere in the ``h x w`` image.
 
     Returns:
         (bool mask ``[h, w]``, shape name).
     """
-    s = float(min(h, w))
-    kind = BAR_SHAPES[int(rng.choice(5, p=[0.3, 0.25, 0.15, 0.15, 0.15]))]
+    s = float(min(h, w)) if s is None else float(s)
+    if v2:
+        kind = BAR_SHAPES[int(rng.choice(6, p=_BAR_P_V2))]
+    else:
+        kind = BAR_SHAPES[int(rng.choice(5, p=_BAR_P_V1))]
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     if kind == "eye_bar":
         bw, bh = s * rng.uniform(0.12, 0.6), s * rng.uniform(0.025, 0.1)
@@ -81,6 +109,10 @@ def bar_mask(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]
         m = _fill_poly((h, w), _rect_pts(cx, cy, length, thick, _angle(rng, 0.4)))
     elif kind == "polygon":
         m = _fill_poly((h, w), _random_polygon(rng, cx, cy, s * rng.uniform(0.04, 0.25)))
+    elif kind == "rounded":
+        bw, bh = s * rng.uniform(0.08, 0.5), s * rng.uniform(0.04, 0.3)
+        r = min(bw, bh) * rng.uniform(0.15, 0.5)
+        m = _rounded_rect((h, w), cx, cy, bw, bh, r, _angle(rng, 0.5, 45.0))
     else:  # stroke: a thick polyline, as drawn with a brush tool
         n = int(rng.integers(2, 6))
         step = s * rng.uniform(0.05, 0.2)
@@ -113,9 +145,29 @@ def bar_colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return (b, g, r)
 
 
-def paint_bar(img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
-    """Fill ``mask`` with ``colour`` in place."""
-    img[mask] = np.asarray(colour, np.uint8)
+def paint_bar(
+    img: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], soften: float = 0.0
+) -> None:
+    """Fill ``mask`` with ``colour`` in place.
+
+    ``soften > 0``: anti-aliased edges, as drawing tools make them: the coverage is the mask
+    blurred by a Gaussian of that sigma (px), and each pixel becomes
+    ``(1 - coverage) * pixel + coverage * colour``. Coverage is 0.5 on the mask's edge, so the
+    label (the mask) stays the pixels at least half covered.
+    """
+    if soften <= 0:
+        img[mask] = np.asarray(colour, np.uint8)
+        return
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return
+    pad = int(np.ceil(3 * soften)) + 1
+    y0, x0 = max(0, int(ys.min()) - pad), max(0, int(xs.min()) - pad)
+    y1, x1 = int(ys.max()) + pad + 1, int(xs.max()) + pad + 1
+    cov = cv2.GaussianBlur(mask[y0:y1, x0:x1].astype(np.float32), (0, 0), soften)[..., None]
+    patch = img[y0:y1, x0:x1].astype(np.float32)
+    c = np.asarray(colour, np.float32)
+    img[y0:y1, x0:x1] = np.round(patch * (1 - cov) + c * cov).clip(0, 255).astype(np.uint8)
 
 
 def _blob(rng: np.random.Generator, h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
@@ -131,14 +183,16 @@ def _blob(rng: np.random.Generator, h: int, w: int, cx: float, cy: float, r: flo
     return m.astype(bool)
 
 
-def mosaic_mask(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]:
+def mosaic_mask(
+    rng: np.random.Generator, h: int, w: int, s: float | None = None
+) -> tuple[np.ndarray, str]:
     """A random region to pixelate: rectangle, rotated rectangle, ellipse, polygon or blob,
-    ``0.08-0.55`` of the short side across.
+    ``0.08-0.55`` of ``s`` (default the short side) across.
 
     Returns:
         (bool mask ``[h, w]``, shape name).
     """
-    s = float(min(h, w))
+    s = float(min(h, w)) if s is None else float(s)
     kind = MOSAIC_SHAPES[int(rng.choice(5, p=[0.3, 0.15, 0.25, 0.15, 0.15]))]
     cx, cy = rng.uniform(0, w), rng.uniform(0, h)
     a, b = s * rng.uniform(0.08, 0.55), s * rng.uniform(0.08, 0.55)
@@ -202,12 +256,12 @@ def snap_to_grid(mask: np.ndarray, block: int, origin: tuple[int, int]) -> np.nd
 
 
 def paint_mosaic(
-    rng: np.random.Generator, img: np.ndarray, mask: np.ndarray
+    rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, max_block: float = 0.06
 ) -> tuple[np.ndarray, int]:
     """Pixelate ``img`` inside ``mask`` in place.
 
-    The block size is ``0.6-6 %`` of the short side (>= 3 px), log-uniform, so both fine
-    and coarse mosaics appear. The grid starts at the image corner (50 %) or at a random
+    The block size is ``0.6 %`` to ``max_block`` of the short side (>= 3 px), log-uniform, so
+    both fine and coarse mosaics appear. The grid starts at the image corner (50 %) or at a random
     offset; 60 % of the time the region is snapped to whole cells first.
 
     Returns:
@@ -215,7 +269,7 @@ def paint_mosaic(
     """
     h, w = mask.shape
     s = min(h, w)
-    block = max(3, round(s * float(np.exp(rng.uniform(np.log(0.006), np.log(0.06))))))
+    block = max(3, round(s * float(np.exp(rng.uniform(np.log(0.006), np.log(max_block))))))
     origin = (0, 0) if rng.random() < 0.5 else tuple(int(v) for v in rng.integers(0, block, 2))
     if rng.random() < 0.6:
         mask = snap_to_grid(mask, block, origin)

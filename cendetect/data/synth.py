@@ -35,11 +35,21 @@ import numpy as np
 
 from cendetect.data.coco import CATEGORY_IDS, CocoBuilder
 from cendetect.data.paint import bar_colour, bar_mask, mosaic_mask, paint_bar, paint_mosaic
+from cendetect.data.painted import (
+    DEBS,
+    Artwork,
+    compose,
+    discover_artworks,
+    ensure_painted,
+    split_artworks,
+)
 from cendetect.data.photos import WHEELS, Photo, discover_photos, split_photos
 
 __all__ = ["Instance", "Sample", "SynthConfig", "make_sample", "write_dataset"]
 
-_SPLIT_CODE = {"train": 0, "val": 1}
+_SPLIT_CODE = {"train": 0, "val": 1, "val_painted": 2}
+#: painted-art canvases are composed at this long side, then cropped like photos
+_CANVAS_LONG = 1280
 
 
 @dataclass(frozen=True)
@@ -56,10 +66,18 @@ class SynthConfig:
     min_area: int = 48  #: drop instances with fewer visible output pixels
     min_mosaic_change: float = 2.0  #: redraw mosaics changing pixels less (mean abs, 0-255)
     resize_prob: float = 0.6  #: resize after painting (else paint at the output size)
-    jpeg_mid_prob: float = 0.3  #: an extra JPEG pass before the resize
+    jpeg_mid_prob: float = 0.5  #: an extra JPEG pass before the resize (v1 datasets: 0.3)
     png_fraction: float = 0.1  #: samples saved as PNG (the rest JPEG)
     gray_prob: float = 0.08
     val_fraction: float = 0.15  #: share of source photo groups held out for val
+    #: degradations: "v1" (the first datasets and samples/) or "v2": also anti-aliased and
+    #: rounded bars, bars of nearly the background's colour, small regions, mosaic cells up to
+    #: 8 % of the short side, more JPEG passes (quality 60-95) between painting and resizing
+    degradations: str = "v2"
+    painted_fraction: float = 0.45  #: train samples drawn on painted art (v2 sources)
+    small_prob: float = 0.2  #: v2: instances drawn at a small scale (down to ~12 px)
+    soft_bar_prob: float = 0.4  #: v2: bars with anti-aliased edges
+    near_colour_prob: float = 0.12  #: v2: bars of about the colour under them
 
     def __post_init__(self) -> None:
         if not 16 <= self.min_size <= self.max_size:
@@ -68,6 +86,8 @@ class SynthConfig:
             )
         if self.max_instances < 0:
             raise ValueError(f"max_instances {self.max_instances}: must be >= 0")
+        if self.degradations not in ("v1", "v2"):
+            raise ValueError(f"degradations {self.degradations!r}: use 'v1' or 'v2'")
 
 
 @dataclass
@@ -140,24 +160,39 @@ def make_sample(
     masks: list[np.ndarray] = []
     painted_area: list[int] = []
     meta: list[tuple[str, str, dict[str, Any]]] = []
+    v2 = cfg.degradations == "v2"
     for _ in range(n):
         category = "mosaic" if rng.random() < cfg.mosaic_fraction else "bar"
+        # v2: some instances at a small scale (a virtual short side of 40-140 px)
+        scale = float(rng.uniform(40, 140)) if v2 and rng.random() < cfg.small_prob else None
         for _try in range(10):
             if category == "bar":
-                m, shape = bar_mask(rng, h, w)
+                m, shape = bar_mask(rng, h, w, scale, v2=v2)
             else:
-                m, shape = mosaic_mask(rng, h, w)
+                m, shape = mosaic_mask(rng, h, w, scale)
             if np.count_nonzero(m) < cfg.min_area or not _visible_ok(
                 masks, painted_area, m, cfg.min_visible
             ):
                 continue
             if category == "bar":
-                colour = bar_colour(rng)
-                paint_bar(img, m, colour)
+                if v2 and rng.random() < cfg.near_colour_prob:
+                    under = np.median(img[m], axis=0)
+                    near = under + rng.normal(0, 10, 3)
+                    colour = tuple(int(v) for v in np.clip(np.round(near), 0, 255))
+                else:
+                    colour = bar_colour(rng)
+                soften = (
+                    float(rng.uniform(0.35, 0.9))
+                    if v2 and rng.random() < cfg.soft_bar_prob
+                    else 0.0
+                )
+                paint_bar(img, m, colour, soften)
                 params: dict[str, Any] = {"colour_bgr": list(colour)}
+                if soften:
+                    params["soften"] = round(soften, 3)
                 break
             before = img.copy()
-            m, block = paint_mosaic(rng, img, m)
+            m, block = paint_mosaic(rng, img, m, 0.08 if v2 else 0.06)
             params = {"block": block}
             # a mosaic over a flat area changes nothing visible: an unlearnable label
             if np.any(m) and _visible_ok(masks, painted_area, m, cfg.min_visible):
@@ -175,7 +210,7 @@ def make_sample(
         meta.append((category, shape, params))
 
     if rng.random() < cfg.jpeg_mid_prob:
-        img = _jpeg(img, int(rng.integers(50, 96)))
+        img = _jpeg(img, int(rng.integers(60, 96) if v2 else rng.integers(50, 96)))
     if factor != 1.0:
         ow, oh = max(8, round(w * factor)), max(8, round(h * factor))
         interp = (
@@ -218,13 +253,24 @@ def _job(args: tuple[str, int]) -> dict[str, Any]:
     split, index = args
     cfg: SynthConfig = _WORKER["cfg"]
     seed: int = _WORKER["seed"]
-    photos: list[Photo] = _WORKER["photos"][split]
-    negatives: list[Photo] = _WORKER["negatives"][split]
+    side = "val" if split == "val_painted" else split
+    photos: list[Photo] = _WORKER["photos"][side]
+    negatives: list[Photo] = _WORKER["negatives"][side]
+    arts: list[Artwork] = _WORKER["painted"][side]
     rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
-    negative = bool(negatives) and rng.random() < cfg.negative_fraction
-    pool = negatives if negative else photos
-    photo = pool[int(rng.integers(0, len(pool)))]
-    sample = make_sample(rng, _WORKER["images"][photo.id], photo.id, negative, cfg)
+    painted = split == "val_painted" or (
+        split == "train" and bool(arts) and cfg.painted_fraction > 0
+        and rng.random() < cfg.painted_fraction
+    )  # fmt: skip
+    if painted:
+        backgrounds = [_WORKER["images"][p.id] for p in negatives]
+        canvas, source = compose(rng, arts, _CANVAS_LONG, backgrounds)
+        sample = make_sample(rng, canvas, source, False, cfg)
+    else:
+        negative = bool(negatives) and rng.random() < cfg.negative_fraction
+        pool = negatives if negative else photos
+        photo = pool[int(rng.integers(0, len(pool)))]
+        sample = make_sample(rng, _WORKER["images"][photo.id], photo.id, negative, cfg)
     name = f"{split}_{index:06d}{sample.ext}"
     out_dir: Path = _WORKER["out"] / split
     if sample.ext == ".jpg":
@@ -258,12 +304,23 @@ def write_dataset(
     workers: int = 1,
     photos: list[Photo] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    num_val_painted: int = 0,
+    artworks: list[Artwork] | None = None,
 ) -> dict[str, Any]:
-    """Write ``out/{train,val}/*``, ``out/annotations/instances_{train,val}.json`` and
+    """Write ``out/{train,val,val_painted}/*``, ``out/annotations/instances_<split>.json`` and
     ``out/synth.json``.
+
+    ``val`` is painted on held-out photos; ``val_painted`` (``num_val_painted`` images) on
+    canvases composed from held-out painted art; ``train`` mixes both domains
+    (``cfg.painted_fraction`` painted). Painted art is split by group as photos are, so no val
+    picture of either part is ever trained on.
 
     Args:
         photos: the source images (default :func:`~cendetect.data.photos.discover_photos`).
+        artworks: the painted-art sources (default
+            :func:`~cendetect.data.painted.discover_artworks` of
+            :func:`~cendetect.data.painted.ensure_painted`); only read when painted art is
+            needed (``cfg.painted_fraction > 0`` with training images, or ``num_val_painted``).
         workers: processes (fork); the files do not depend on it.
         progress: called with (done, total) after each image.
     Returns:
@@ -278,7 +335,16 @@ def write_dataset(
         if not [p for p in by_split[split] if p.kind == "photo"]:
             raise ValueError(f"no source photo for the {split} split: need more photos")
         (out / split).mkdir(parents=True, exist_ok=True)
+    needs_art = num_val_painted > 0 or (num_train > 0 and cfg.painted_fraction > 0)
+    if needs_art and artworks is None:
+        artworks = discover_artworks(ensure_painted())
+    arts_train, arts_val = split_artworks(artworks or [], seed, cfg.val_fraction)
+    if num_val_painted > 0:
+        if not arts_val:
+            raise ValueError("no painted art for the val_painted split: need more artworks")
+        (out / "val_painted").mkdir(parents=True, exist_ok=True)
     _WORKER.update(
+        painted={"train": arts_train if needs_art else [], "val": arts_val},
         cfg=cfg,
         seed=seed,
         out=out,
@@ -287,7 +353,10 @@ def write_dataset(
         images={p.id: _load_small(p) for p in photos},
     )
     jobs = [("train", i) for i in range(num_train)] + [("val", i) for i in range(num_val)]
+    jobs += [("val_painted", i) for i in range(num_val_painted)]
     builders = {"train": CocoBuilder(), "val": CocoBuilder()}
+    if num_val_painted > 0:
+        builders["val_painted"] = CocoBuilder()
     counts = {s: {"images": 0, "bar": 0, "mosaic": 0, "empty": 0} for s in builders}
     try:
         if workers > 1:
@@ -309,6 +378,12 @@ def write_dataset(
         "categories": {"1": "bar", "2": "mosaic"},
         "wheels": {name: req for name, (req, _) in WHEELS.items()},
         "wallpapers": "Debian plasma-workspace-wallpapers",
+        "num_val_painted": num_val_painted,
+        "painted_art": {
+            "debs": dict(DEBS) if artworks else {},
+            "artworks": len(artworks or []),
+            "val_groups": sorted({a.group for a in arts_val}),
+        },
         "counts": counts,
         "sources": [
             {

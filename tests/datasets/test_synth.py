@@ -82,20 +82,29 @@ def test_sample_masks_disjoint_and_painted() -> None:
     cfg = SynthConfig(min_size=128, max_size=200, resize_prob=0.0, jpeg_mid_prob=0.0,
                       empty_fraction=0.0)  # fmt: skip
     photo = _photo_image(3)
-    seen = {"bar": 0, "mosaic": 0}
+    seen = {"bar": 0, "mosaic": 0, "soft": 0}
     for i in range(25):
         s = make_sample(np.random.default_rng(i), photo, "p", False, cfg)
         assert s.image.dtype == np.uint8 and max(s.image.shape[:2]) <= 200
         union = np.zeros(s.image.shape[:2], int)
-        for inst in s.instances:
+        kernel = np.ones((7, 7), np.uint8)
+        for k, inst in enumerate(s.instances):
             assert inst.mask.shape == s.image.shape[:2]
             assert np.count_nonzero(inst.mask) >= cfg.min_area
             union += inst.mask
             seen[inst.category] += 1
             if inst.category == "bar":  # no resize, no JPEG before saving: exact colour
-                assert (s.image[inst.mask] == inst.params["colour_bgr"]).all()
+                inner = inst.mask.copy()
+                if "soften" in inst.params:
+                    # anti-aliased edge: coverage is 1 (to < 1/255) from 3 sigma <= 2.7 px in
+                    seen["soft"] += 1
+                    inner = cv2.erode(inst.mask.astype(np.uint8), kernel).astype(bool)
+                for later in s.instances[k + 1 :]:  # a later soft edge's outer half reaches in
+                    if "soften" in later.params:
+                        inner &= ~cv2.dilate(later.mask.astype(np.uint8), kernel).astype(bool)
+                assert (s.image[inner] == inst.params["colour_bgr"]).all()
         assert union.max() <= 1, "visible masks must not overlap"
-    assert seen["bar"] > 5 and seen["mosaic"] > 5
+    assert seen["bar"] > 5 and seen["mosaic"] > 5 and seen["soft"] > 0
 
 
 def test_negative_has_no_instances() -> None:
@@ -218,6 +227,7 @@ def test_cli_synth_and_samples(
     monkeypatch.setattr(photos_mod, "discover_photos", lambda **kw: fake)
     out = tmp_path / "ds"
     cmd = ["synth", "--out", str(out), "--num-train", "5", "--num-val", "2", "--seed", "3"]
+    cmd += ["--num-val-painted", "0", "--painted-fraction", "0"]
     size = ["--min-size", "80", "--max-size", "120", "--workers", "1", "--no-progress"]
     assert main([*cmd, *size]) == 0
     assert "train: 5 images" in capsys.readouterr().err
@@ -251,3 +261,103 @@ def test_repo_samples_are_reproducible(tmp_path: Path, real_photos: list[Photo])
         assert p.stat().st_size < 300_000
     new = json.loads((tmp_path / "samples" / "instances.json").read_text())
     assert new == json.loads((repo / "instances.json").read_text())
+
+
+# ------------------------------------------------------------------------------- painted art
+
+
+def _fake_artworks(root: Path) -> list:
+    """Two artworks of each kind, as small files (alpha for all but the paintings)."""
+    from cendetect.data.painted import Artwork
+
+    root.mkdir(parents=True, exist_ok=True)
+    arts = []
+    rng = np.random.default_rng(0)
+    for kind, size in (("painting", (300, 400)), ("portrait", (200, 150)),
+                       ("texture", (72, 72)), ("sprite", (60, 50))):  # fmt: skip
+        for i in range(3):
+            img = _photo_image(hash((kind, i)) % 1000, *size)
+            if kind != "painting":
+                alpha = np.zeros(size, np.uint8)
+                cv2.ellipse(alpha, (size[1] // 2, size[0] // 2), (size[1] // 3, size[0] // 2 - 2),
+                            0, 0, 360, 255, -1)  # fmt: skip
+                img = np.dstack([img, alpha])
+            path = root / f"{kind}{i}.png"
+            cv2.imwrite(str(path), img)
+            group = f"g/{kind}{i}" if kind in ("painting", "portrait") else f"g/{kind}"
+            arts.append(Artwork(f"g/{kind}{i}.png", group if kind in ("painting", "portrait")
+                                else f"{group}{i % 2}", kind, str(path)))  # fmt: skip
+    del rng
+    return arts
+
+
+def test_artworks_split_by_group_per_kind(tmp_path: Path) -> None:
+    from cendetect.data.painted import split_artworks
+
+    arts = _fake_artworks(tmp_path)
+    tr, va = split_artworks(arts, seed=0, val_fraction=0.3)
+    assert {a.group for a in tr}.isdisjoint({a.group for a in va})
+    assert {a.kind for a in va} == {"painting", "portrait", "texture", "sprite"}
+    assert split_artworks(arts, seed=0, val_fraction=0.3) == (tr, va)
+
+
+def test_compose_is_seeded_and_uses_every_recipe(tmp_path: Path) -> None:
+    from cendetect.data.painted import compose
+
+    arts = _fake_artworks(tmp_path)
+    mains = set()
+    for i in range(12):
+        a, src = compose(np.random.default_rng(i), arts, 320)
+        b, _ = compose(np.random.default_rng(i), arts, 320)
+        assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+        assert abs(max(a.shape[:2]) - 320) <= 1
+        assert np.array_equal(a, b), "same seed, same canvas"
+        mains.add(src.split("/")[-1].removesuffix(".png").rstrip("0123456789"))
+    assert mains == {"painting", "portrait", "sprite"}  # the three recipes' main artworks
+
+
+def test_write_dataset_painted_val_holds_only_val_art(tmp_path: Path) -> None:
+    from cendetect.data.painted import split_artworks
+
+    photos = _fake_photos(tmp_path / "src")
+    arts = _fake_artworks(tmp_path / "art")
+    cfg = replace(SynthConfig(min_size=96, max_size=160), val_fraction=0.3, painted_fraction=0.5)
+    rec = write_dataset(tmp_path / "ds", 16, 2, seed=5, cfg=cfg, photos=photos,
+                        num_val_painted=4, artworks=arts)  # fmt: skip
+    assert rec["counts"]["val_painted"]["images"] == 4
+    _, va = split_artworks(arts, 5, 0.3)
+    val_ids = {a.id for a in va}
+    coco = json.loads((tmp_path / "ds/annotations/instances_val_painted.json").read_text())
+    assert len(coco["images"]) == 4 and {im["source"] for im in coco["images"]} <= val_ids
+    for im in coco["images"]:
+        assert (tmp_path / "ds" / "val_painted" / im["file_name"]).is_file()
+    train = json.loads((tmp_path / "ds/annotations/instances_train.json").read_text())
+    sources = {im["source"] for im in train["images"]}
+    painted = {s for s in sources if s.startswith("g/")}
+    assert painted and painted.isdisjoint(val_ids), "train draws painted art of train groups"
+    assert sources - painted, "and photos"
+
+
+def test_real_painted_sources() -> None:
+    """The Debian packages setup.sh unpacks: every kind present, core images only."""
+    from cendetect.data.painted import (
+        PaintedSourceError,
+        discover_artworks,
+        ensure_painted,
+        split_artworks,
+    )
+
+    try:
+        root = ensure_painted(download=False)
+    except PaintedSourceError as exc:
+        if os.environ.get("CI") == "true":
+            raise  # setup.sh unpacks them: missing under CI is a failure
+        pytest.skip(str(exc))
+    arts = discover_artworks(root)
+    kinds = [a.kind for a in arts]
+    assert kinds.count("painting") >= 25 and kinds.count("portrait") >= 250
+    assert kinds.count("texture") >= 1000 and kinds.count("sprite") >= 1000
+    assert not [a for a in arts if "campaigns" in a.path], "core game images only"
+    assert {a.id.split("/")[0] for a in arts} == {"wesnoth", "flare"}
+    tr, va = split_artworks(arts, seed=0)
+    assert {a.group for a in tr}.isdisjoint({a.group for a in va})
