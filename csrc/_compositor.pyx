@@ -9,6 +9,11 @@ around every kernel; bad arguments raise ValueError (std::invalid_argument), Mem
 """
 
 from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy
+from libcpp cimport bool as cbool
+from libcpp.vector cimport vector
+
+import numpy as np
 
 
 cdef extern from "parallel.h" namespace "cendetect" nogil:
@@ -42,6 +47,30 @@ cdef extern from "compositor.h" namespace "cendetect" nogil:
         const uint8_t* bits, const int64_t* windows, const int64_t* offsets, int64_t n,
         const uint8_t* src, int64_t src_height, int64_t src_width, int64_t src_row_stride,
         int64_t src_x0, int64_t src_y0, ImageView image) except +
+
+
+cdef extern from "refine.h" namespace "cendetect" nogil:
+    cdef cppclass BarRefineParams "cendetect::BarRefineParams":
+        double band_frac
+        int64_t band_min
+        int64_t band_max
+        double core_frac
+        double tol_scale
+        double tol_offset
+        double tol_min
+        double tol_max
+        double max_spread
+        int64_t min_area
+        double min_ratio
+        double max_ratio
+        cbool edge_rule
+
+    void c_refine_bars "cendetect::refine_bars"(
+        const uint8_t* image, int64_t height, int64_t width, int64_t stride,
+        const int64_t* windows, const int64_t* offsets, const uint8_t* bits, int64_t bits_size,
+        int64_t n, const uint8_t* refine, const BarRefineParams& params,
+        vector[int64_t]& new_windows, vector[int64_t]& new_offsets, vector[uint8_t]& new_bits,
+        uint8_t* changed) except +
 
 
 cdef extern from "png_filter.h" namespace "cendetect" nogil:
@@ -197,3 +226,53 @@ def png_filter_rows(const uint8_t[:, :, :] image, int filter, uint8_t[:, ::1] ou
         return
     with nogil:
         c_png_filter_rows(&image[0, 0, 0], h, w, c, image.strides[0], filter, &out[0, 0])
+
+
+def refine_bars(const uint8_t[:, :, :] image, const int64_t[:, ::1] windows,
+                const int64_t[::1] offsets, const uint8_t[::1] bits, const uint8_t[::1] refine,
+                dict params):
+    """Bar refinement of the instances with refine[i] (csrc/refine.h); returns
+    (windows [n, 4], offsets [n + 1], bits, changed [n] uint8) as new numpy arrays."""
+    cdef int64_t n = windows.shape[0]
+    cdef BarRefineParams p
+    cdef vector[int64_t] nw, no
+    cdef vector[uint8_t] nb
+    _check_n(n + 1, "offsets", offsets.shape[0])
+    _check_n(n, "refine", refine.shape[0])
+    if image.shape[2] != 3 or image.strides[2] != 1 or image.strides[1] != 3:
+        raise ValueError("image must be uint8 [H, W, 3] with packed pixels")
+    if n > 0 and windows.shape[1] != 4:
+        raise ValueError("windows must be [N, 4]")
+    p.band_frac = params["band_frac"]
+    p.band_min = params["band_min"]
+    p.band_max = params["band_max"]
+    p.core_frac = params["core_frac"]
+    p.tol_scale = params["tol_scale"]
+    p.tol_offset = params["tol_offset"]
+    p.tol_min = params["tol_min"]
+    p.tol_max = params["tol_max"]
+    p.max_spread = params["max_spread"]
+    p.min_area = params["min_area"]
+    p.min_ratio = params["min_ratio"]
+    p.max_ratio = params["max_ratio"]
+    p.edge_rule = params["edge_rule"]
+    changed = np.zeros(n, np.uint8)
+    cdef uint8_t[::1] ch = changed
+    cdef const uint8_t* img = &image[0, 0, 0] if image.shape[0] > 0 and image.shape[1] > 0 else NULL
+    cdef const uint8_t* bp = &bits[0] if bits.shape[0] > 0 else NULL
+    if n == 0:
+        return (np.zeros((0, 4), np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint8), changed)
+    with nogil:
+        c_refine_bars(img, image.shape[0], image.shape[1], image.strides[0], &windows[0, 0],
+                      &offsets[0], bp, bits.shape[0], n, &refine[0], p, nw, no, nb, &ch[0])
+    out_w = np.empty((n, 4), np.int64)
+    out_o = np.empty(n + 1, np.int64)
+    out_b = np.empty(nb.size(), np.uint8)
+    cdef int64_t[:, ::1] ow = out_w
+    cdef int64_t[::1] oo = out_o
+    cdef uint8_t[::1] ob = out_b
+    memcpy(&ow[0, 0], nw.data(), 4 * n * sizeof(int64_t))
+    memcpy(&oo[0], no.data(), (n + 1) * sizeof(int64_t))
+    if nb.size() > 0:
+        memcpy(&ob[0], nb.data(), nb.size())
+    return out_w, out_o, out_b, changed

@@ -258,18 +258,23 @@ def _flat_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _ground(rng: np.random.Generator, textures: Sequence[Artwork], h: int, w: int) -> np.ndarray:
-    """A painted ground: texture tiles scaled 1.5-4x and scattered until the canvas is covered."""
+    """A painted ground: texture tiles scaled 1.5-4x and scattered over a flat or gradient
+    colour until their summed opaque area is about 1.5x the canvas (at most 150 tiles; mostly
+    transparent tiles, the terrain-transition masks, are skipped)."""
     out = _flat_background(rng, h, w)
     scale = float(rng.uniform(1.5, 4.0))
     picks = [_pick(rng, textures) for _ in range(int(rng.integers(1, 4)))]
     covered = 0.0
-    for _ in range(400):
+    for _ in range(150):
         tile = _sheet_crop(rng, load_rgba(_pick(rng, picks).path), 256)
+        opaque = float(tile[..., 3].mean()) / 255.0
+        if opaque < 0.25:
+            continue
         tile = _scaled(tile, scale)
         th, tw = tile.shape[:2]
         _over(out, tile, int(rng.integers(-tw // 2, w)), int(rng.integers(-th // 2, h)))
-        covered += th * tw * float(tile[..., 3].mean()) / 255.0
-        if covered > 2.5 * h * w:
+        covered += th * tw * opaque
+        if covered > 1.5 * h * w:
             break
     return out
 

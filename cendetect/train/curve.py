@@ -26,7 +26,12 @@ LOSSES = (
     ("loss_bbox", (160, 0, 160)),
     ("loss_mask", (0, 0, 210)),
 )
-METRICS = (("bbox_mAP", (200, 120, 0)), ("segm_mAP", (0, 0, 210)))
+METRICS = (
+    ("bbox_mAP", (200, 120, 0)),
+    ("segm_mAP", (0, 0, 210)),
+    ("painted_bbox_mAP", (230, 190, 120)),  # the val_painted part, where the dataset has one
+    ("painted_segm_mAP", (120, 120, 240)),
+)
 
 
 def read_log(path: str | Path) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -113,6 +118,7 @@ def draw_curve(log: str | Path, out: str | Path, window: int = 25) -> Path:
     ev_series = [
         (name, colour, ev_iters, np.array([evals[int(i)].get(name, 0.0) for i in ev_iters]))
         for name, colour in METRICS
+        if any(name in ev for ev in evals.values())  # painted_*: only where logged
     ]
     bottom = _panel(ev_series, x_max, 1.0, "COCO mAP@[.5:.95] of the periodic evaluation")
     out = Path(out)

@@ -113,6 +113,13 @@ class Trainer:
         self.val_set = (
             CocoInstances(cfg.dataset, "val", self.classes) if val_ann.is_file() else None
         )
+        # the painted-art val part (cendetect synth's val_painted), evaluated beside val
+        painted_ann = Path(cfg.dataset) / "annotations" / "instances_val_painted.json"
+        self.val_painted_set = (
+            CocoInstances(cfg.dataset, "val_painted", self.classes)
+            if painted_ann.is_file()
+            else None
+        )
         model_cfg = initial_model_config(cfg.model, cfg.init_from, len(self.classes))
         if cfg.frozen_stages is not None:
             model_cfg["backbone"]["frozen_stages"] = cfg.frozen_stages
@@ -177,6 +184,16 @@ class Trainer:
             self.model, self.val_set, self.preprocess, self.cfg.eval_images, self.device
         )
         self.model.train()
+        if self.val_painted_set is not None:
+            painted = evaluate_coco(
+                self.model,
+                self.val_painted_set,
+                self.preprocess,
+                self.cfg.eval_images,
+                self.device,
+            )
+            self.model.train()
+            result.update({f"painted_{k}": v for k, v in painted.items()})
         result["seconds"] = round(time.time() - t0, 1)
         self._log({"iter": it, "eval": result})
         return result
