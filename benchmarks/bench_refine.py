@@ -35,9 +35,10 @@ from cendetect.engine.refine import refine_masks, refine_masks_reference
 
 def _cpu() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor()
@@ -76,6 +77,19 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _row(size: int, n: int, repeats: int) -> tuple[float, float, float]:
+    """Median ms of (paste, refine, reference) for one case of ``n`` bars."""
+    img, probs, boxes = _case(size, n, n)
+    masks = paste_masks(probs, boxes, img.shape[:2])
+    which = np.ones(n, bool)
+    paste = _median_ms(lambda: paste_masks(probs, boxes, img.shape[:2]), repeats)
+    ours = _median_ms(lambda: refine_masks(img, masks, which), repeats)
+    ref = _median_ms(
+        lambda: refine_masks_reference(img, masks, np.zeros(n, int), {0}), max(1, repeats // 2)
+    )
+    return paste, ours, ref
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2048)
@@ -90,15 +104,7 @@ def main() -> None:
     print(f"{'N':>4} {'paste ms':>9} {'refine ms':>10} {'per inst':>9} {'ref ms':>9} {'ratio':>7}")
     try:
         for n in args.n:
-            img, probs, boxes = _case(args.size, n, n)
-            masks = paste_masks(probs, boxes, img.shape[:2])
-            which = np.ones(n, bool)
-            paste = _median_ms(lambda: paste_masks(probs, boxes, img.shape[:2]), args.repeats)
-            ours = _median_ms(lambda: refine_masks(img, masks, which), args.repeats)
-            ref = _median_ms(
-                lambda: refine_masks_reference(img, masks, np.zeros(n, int), {0}),
-                max(1, args.repeats // 2),
-            )
+            paste, ours, ref = _row(args.size, n, args.repeats)
             print(f"{n:>4} {paste:>9.2f} {ours:>10.2f} {ours / n:>9.2f} {ref:>9.1f} "
                   f"{ref / ours:>6.1f}x")  # fmt: skip
     finally:

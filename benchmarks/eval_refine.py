@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -45,15 +47,84 @@ def _segm_ap(gt: COCO, results: list[dict], ids: list[int]) -> dict[str, float]:
     return out
 
 
+def _gt_masks(gt: COCO, image_id: int) -> list[tuple[np.ndarray, int]]:
+    anns = gt.loadAnns(gt.getAnnIds(imgIds=[image_id]))
+    return [(gt.annToMask(a).astype(bool), a["category_id"]) for a in anns]
+
+
+def _image_quality(gt: COCO, image_id: int, masks, scores: np.ndarray) -> float:
+    """Mean over truth and confident predictions (score >= 0.5) of their best mask IoU with
+    the other side: 1 for a perfect image; misses and false positives count 0."""
+    truth = [m for m, _ in _gt_masks(gt, image_id)]
+    full = masks.to_full()[scores >= 0.5] if len(scores) else np.zeros((0, 1, 1), bool)
+    if not truth and not len(full):
+        return 1.0
+
+    def best(a: np.ndarray, others) -> float:
+        return max((float((a & b).sum() / max((a | b).sum(), 1)) for b in others), default=0.0)
+
+    vals = [best(t, full) for t in truth] + [best(p, truth) for p in full]
+    return float(np.mean(vals))
+
+
+def _draw(gt: COCO, image_id: int, img: np.ndarray, masks, d, names) -> np.ndarray:
+    out = img.copy()
+    thick = max(1, round(max(img.shape[:2]) / 400))
+    for m, _ in _gt_masks(gt, image_id):
+        cs, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, cs, -1, (0, 220, 0), thick + 1)
+    full = masks.to_full()
+    for i in range(len(d.scores)):
+        if d.scores[i] < 0.5:
+            continue
+        colour = (0, 0, 255) if names[int(d.labels[i])] == "bar" else (255, 0, 255)
+        cs, _ = cv2.findContours(full[i].astype(np.uint8), cv2.RETR_EXTERNAL,
+                                 cv2.CHAIN_APPROX_NONE)  # fmt: skip
+        cv2.drawContours(out, cs, -1, colour, thick)
+    return out
+
+
+def _tile(img: np.ndarray, label: str, side: int = 360) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    tile = np.full((side + 22, side, 3), 255, np.uint8)
+    tile[22 : 22 + small.shape[0], : small.shape[1]] = small
+    cv2.putText(tile, label[:48], (3, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                cv2.LINE_AA)  # fmt: skip
+    return tile
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--split", nargs="+", default=["val", "val_painted"])
     ap.add_argument("--model", default="cendetect/weights/mobilenet_v2_fpn.pth")
     ap.add_argument("--max-images", type=int, default=0)
+    ap.add_argument(
+        "--test-scale",
+        type=int,
+        default=0,
+        help="override the model's keep-ratio test scale (long side, px); 0: the model's",
+    )
     ap.add_argument("--json", type=Path, help="write the table here too")
+    ap.add_argument(
+        "--sheet",
+        type=Path,
+        help="write a contact sheet PNG of the 12 worst images (6 per part with two parts): "
+        "truth outlines green, refined predictions with score >= 0.5 red (bar) / magenta "
+        "(mosaic)",
+    )
+    ap.add_argument("--refine", choices=("auto", "off"), default="auto",
+                    help="which masks the sheet shows")  # fmt: skip
     args = ap.parse_args()
     det = Detector.from_checkpoint(args.model)
+    if args.test_scale:
+        det.preprocess_cfg = dataclasses.replace(
+            det.preprocess_cfg, img_scale=(args.test_scale, args.test_scale)
+        )
+    print(f"{args.model}: test scale {det.preprocess_cfg.img_scale}")
     names = list(det.class_names)
     bar_labels = {names.index("bar")} if "bar" in names else set()
     variants = {
@@ -62,7 +133,10 @@ def main() -> None:
         "refined": BarRefineParams(),
     }
     table: dict[str, dict[str, dict[str, float]]] = {}
+    worst: list[tuple[float, str, np.ndarray]] = []
+    per_part = 12 // max(1, len(args.split))
     for split in args.split:
+        scored: list[tuple[float, int, np.ndarray, object, object]] = []
         ann = args.dataset / "annotations" / f"instances_{split}.json"
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO(str(ann))
@@ -73,12 +147,15 @@ def main() -> None:
         for image_id in ids:
             img = read_image(args.dataset / split / gt.imgs[image_id]["file_name"])
             d = det(img)
+            sheet_masks = None
             for v, params in variants.items():
                 t0 = time.perf_counter()
                 masks = d.instance_masks
                 if params is not None:
                     masks, _ = refine_masks_reference(img, masks, d.labels, bar_labels, params)
                 seconds[v] += time.perf_counter() - t0
+                if v == ("refined" if args.refine == "auto" else "model"):
+                    sheet_masks = masks
                 rles = masks.to_rle()
                 for i, rle in enumerate(rles):
                     cat = by_name.get(names[int(d.labels[i])])
@@ -96,6 +173,14 @@ def main() -> None:
                             "area": float(mask_utils.area(rle)),
                         }
                     )
+            if args.sheet is not None:
+                quality = _image_quality(gt, image_id, sheet_masks, d.scores)
+                scored.append((quality, image_id, img, sheet_masks, d))
+        if args.sheet is not None:
+            scored.sort(key=lambda t: t[0])
+            for quality, image_id, img, masks, d in scored[:per_part]:
+                label = f"{split} {gt.imgs[image_id]['file_name']} q={quality:.2f}"
+                worst.append((quality, label, _draw(gt, image_id, img, masks, d, names)))
         table[split] = {v: _segm_ap(gt, results[v], ids) for v in variants}
         print(f"{split} ({len(ids)} images)")
         for v in variants:
@@ -104,6 +189,13 @@ def main() -> None:
             print(f"  {v:<10} {cells}   ({seconds[v]:.1f} s)")
     if args.json:
         args.json.write_text(json.dumps(table, indent=1) + "\n")
+    if args.sheet is not None and worst:
+        tiles = [_tile(im, label) for _, label, im in worst]
+        while len(tiles) % 4:
+            tiles.append(np.full_like(tiles[0], 255))
+        rows = [np.hstack(tiles[i : i + 4]) for i in range(0, len(tiles), 4)]
+        cv2.imwrite(str(args.sheet), np.vstack(rows))
+        print(f"wrote {args.sheet}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ from cendetect.engine.runners import EngineRunner, load_engine
 from cendetect.models.build import build_model
 from cendetect.zoo import CENDETECT_CLASSES, MODEL_ZOO, ZOO_IMG_NORM, zoo_model_config
 
+#: values of ``Detector.refine`` (and of the commands' ``--refine``)
+REFINE_MODES = ("auto", "off")
+
 ImageLike = np.ndarray | str | os.PathLike
 
 
@@ -85,6 +88,10 @@ class Detector:
         device: where the model runs.
         fp16: run convolutions in float16 (CUDA only); boxes, NMS and thresholds stay float32.
         mask_threshold: binarisation threshold of the pasted mask probabilities.
+        refine: ``"auto"`` (default): exact-edge refinement of the pasted masks of the class
+            named ``bar`` (:mod:`cendetect.engine.refine`; a model without that class is left
+            as it is); ``"off"``: the model's masks as pasted. Settable later
+            (``detector.refine = "off"``).
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class Detector:
         device: str | torch.device = "cpu",
         fp16: bool = False,
         mask_threshold: float = 0.5,
+        refine: str = "auto",
     ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -113,8 +121,26 @@ class Detector:
         self.preprocess_cfg = preprocess_cfg
         self.fp16 = fp16
         self.mask_threshold = mask_threshold
+        self.refine = refine
         #: where the weights came from: "mmdet" or an imported family (from_checkpoint)
         self.checkpoint_format = "mmdet"
+
+    @property
+    def refine(self) -> str:
+        """``"auto"`` or ``"off"``: see the class docstring."""
+        return self._refine
+
+    @refine.setter
+    def refine(self, value: str) -> None:
+        if value not in REFINE_MODES:
+            raise ValueError(f"refine={value!r}: use one of {', '.join(REFINE_MODES)}")
+        self._refine = value
+
+    def refined_labels(self) -> frozenset[int]:
+        """The labels whose masks :meth:`predict` refines (empty with ``refine="off"``)."""
+        if self._refine == "off":
+            return frozenset()
+        return frozenset(i for i, n in enumerate(self.class_names) if n == "bar")
 
     @property
     def concurrent(self) -> bool:
@@ -132,6 +158,7 @@ class Detector:
         classes: Sequence[str] | None = None,
         checkpoint_format: str = "auto",
         stride_in_1x1: bool | None = None,
+        refine: str = "auto",
     ) -> Detector:
         """Load an mmdetection 2.x/3.x checkpoint, a bare state dict, or a detectron2 /
         maskrcnn-benchmark Mask R-CNN checkpoint (``.pth`` or detectron2 ``.pkl``).
@@ -145,7 +172,7 @@ class Detector:
         ``checkpoint_format`` (``'auto'``, ``'mmdet'``, ``'detectron2'``,
         ``'maskrcnn_benchmark'``) and ``stride_in_1x1`` (their ``STRIDE_IN_1X1``; None: the
         model zoo's True) apply to imports, see :mod:`cendetect.importers`; the family read is
-        left in :attr:`checkpoint_format`.
+        left in :attr:`checkpoint_format`. ``refine``: see the class docstring.
         """
         from cendetect.importers import ImportedCheckpoint, load_any
 
@@ -156,7 +183,7 @@ class Detector:
             net = build_model(loaded.model_config, num_classes=len(names))
             check_state_dict_keys(net, loaded.state_dict, loaded.path)
             net.load_state_dict(loaded.state_dict, strict=True)
-            det = cls(net, names, loaded.preprocess, device=device, fp16=fp16)
+            det = cls(net, names, loaded.preprocess, device=device, fp16=fp16, refine=refine)
             det.checkpoint_format = loaded.family
             return det
         ckpt = loaded
@@ -165,7 +192,9 @@ class Detector:
         net = build_model(model_cfg, num_classes=len(names))
         check_state_dict_keys(net, ckpt.state_dict, ckpt.path)
         net.load_state_dict(ckpt.state_dict, strict=True)
-        return cls(net, names, pre_cfg, device=device, fp16=fp16, mask_threshold=mask_thr)
+        return cls(
+            net, names, pre_cfg, device=device, fp16=fp16, mask_threshold=mask_thr, refine=refine
+        )
 
     @classmethod
     def from_engine(
@@ -173,6 +202,7 @@ class Detector:
         path: str | os.PathLike,
         device: str | torch.device | None = None,
         checkpoint: str | os.PathLike | None = None,
+        refine: str = "auto",
     ) -> Detector:
         """Load an artifact written by ``cendetect-compile`` (TorchScript ``.ts``, AOTI ``.pt2``,
         ONNX ``.onnx`` run by onnxruntime, TensorRT ``.ep``).
@@ -185,6 +215,7 @@ class Detector:
             device: where to run; default the device it was built for.
             checkpoint: check the artifact against this checkpoint (default: the recorded
                 checkpoint path, if that file still exists).
+            refine: see the class docstring.
 
         Raises:
             EngineError: the artifact is unknown, from another torch version, built for CUDA
@@ -200,6 +231,7 @@ class Detector:
             m.preprocess,
             device=runner.device,
             mask_threshold=m.mask_threshold,
+            refine=refine,
         )
 
     def __call__(
@@ -237,7 +269,9 @@ class Detector:
                 raw = self.model(batch.images, batch.image_sizes, batch.scale_factors)
         else:
             raw = self.model(batch.images, batch.image_sizes, batch.scale_factors)
-        return to_detections(raw, batch, self.class_names, self.mask_threshold)
+        return to_detections(
+            raw, batch, self.class_names, self.mask_threshold, bgr, self.refined_labels()
+        )
 
 
 def _architecture(

@@ -9,7 +9,7 @@ read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -21,6 +21,7 @@ from torch import Tensor
 from cendetect.engine.compositor import paste_masks
 from cendetect.engine.masks import InstanceMasks
 from cendetect.engine.preprocess import Batch
+from cendetect.engine.refine import refine_masks
 
 #: what every engine returns: boxes [N,4], scores [N], labels [N], mask_probs [N,M,M], batch_ids [N]
 RawDetections = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -82,8 +83,14 @@ def to_detections(
     batch: Batch,
     class_names: Sequence[str],
     mask_threshold: float = 0.5,
+    images: Sequence[np.ndarray] | None = None,
+    refine_labels: Collection[int] = (),
 ) -> list[Detections]:
-    """Split raw detections by image, rescale boxes to original pixels and paste masks."""
+    """Split raw detections by image, rescale boxes to original pixels and paste masks.
+
+    With ``images`` (the original BGR images) and ``refine_labels``, the pasted masks of those
+    labels get the exact-edge refinement of :func:`cendetect.engine.refine.refine_masks`.
+    """
     boxes, scores, labels, mask_probs, batch_ids = (t.detach() for t in raw)
     results: list[Detections] = []
     names = tuple(class_names)
@@ -94,11 +101,16 @@ def to_detections(
         # N x M x M probabilities are small: the C++ compositor pastes them on the CPU whatever
         # device the engine ran on.
         masks = paste_masks(mask_probs[sel].cpu(), b, (h, w), mask_threshold)
+        lab = labels[sel].to(torch.int64).cpu().numpy()
+        if images is not None and refine_labels and len(lab):
+            which = np.isin(lab, np.fromiter(refine_labels, np.int64))
+            if which.any():
+                masks, _ = refine_masks(images[i], masks, which)
         results.append(
             Detections(
                 boxes=b.numpy().astype(np.float32),
                 scores=scores[sel].float().cpu().numpy(),
-                labels=labels[sel].to(torch.int64).cpu().numpy(),
+                labels=lab,
                 instance_masks=masks,
                 class_names=names,
                 image_size=(h, w),

@@ -70,7 +70,7 @@ def cascade_ckpts(cascade_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def eager(cascade_ckpts: dict[str, Path]) -> Detector:
-    return Detector.from_checkpoint(cascade_ckpts[ARCHS[0]], device="cpu")
+    return Detector.from_checkpoint(cascade_ckpts[ARCHS[0]], device="cpu", refine="off")
 
 
 @needs_dcn
@@ -110,7 +110,8 @@ CASES = [
 @pytest.fixture(scope="module")
 def detectors(cascade_ckpts: dict[str, Path]) -> dict[str, Detector]:
     return {
-        arch: Detector.from_checkpoint(ckpt, device="cpu") for arch, ckpt in cascade_ckpts.items()
+        arch: Detector.from_checkpoint(ckpt, device="cpu", refine="off")
+        for arch, ckpt in cascade_ckpts.items()
     }
 
 

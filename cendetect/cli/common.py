@@ -74,6 +74,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="where the model runs (default: cuda when available, else cpu)",
     )
     g.add_argument("--fp16", action="store_true", help="float16 inference (CUDA only)")
+    g.add_argument(
+        "--refine",
+        choices=("auto", "off"),
+        default="auto",
+        help="exact-edge refinement of the masks of the 'bar' class after the paste "
+        "(docs/refinement.md); auto (default): on for models with a 'bar' class; off: the "
+        "model's masks as pasted",
+    )
 
 
 def _engine_kind(value: str | Path | None) -> str | None:
@@ -125,6 +133,13 @@ def _model_file(model: str | None, directory: Path) -> Path:
 
 
 def load_detector(args: argparse.Namespace) -> Detector:
+    """The detector the model options name, with ``--refine`` applied (see :func:`_load`)."""
+    det = _load(args)
+    det.refine = getattr(args, "refine", "auto")
+    return det
+
+
+def _load(args: argparse.Namespace) -> Detector:
     """The detector the model options name.
 
     Every inference command (run, watch, redis, eval) comes through here, so this is also

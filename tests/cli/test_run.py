@@ -383,3 +383,42 @@ def test_default_streams_and_thread_shares() -> None:
     assert (torch.get_num_threads(), get_num_threads()) == before
     with stream_threads(1) as share:
         assert share == before[0]
+
+
+def test_refine_flag_reaches_the_detector(tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """``--refine off`` gives the model's masks as pasted, ``auto`` (default) the refined
+    bar masks: each output equals the detector's own fill in that mode."""
+    from cendetect import Detector
+
+    src = tmp_path / "in"
+    # a picture with flat dark bars on smooth noise, so that the tiny model's bar masks
+    # meet something to refine
+    img = make_image(11, 96, 128)
+    img[20:44, 10:90] = (5, 5, 5)
+    img[60:70, 30:120] = (250, 250, 250)
+    write_image(src / "x.png", img)
+    outs = {}
+    for mode in ("auto", "off"):
+        out = tmp_path / mode
+        rc, _, err = _run(capsys, "--input_path", str(src), "--output_path", str(out),
+                          "--checkpoint", str(tiny_ckpt), "--refine", mode)  # fmt: skip
+        assert rc == 0, err
+        outs[mode] = cv2.imread(str(out / "x.png"))
+        det = Detector.from_checkpoint(tiny_ckpt, refine=mode)
+        assert det.refine == mode
+        assert np.array_equal(outs[mode], _reference_fill(det, img)), mode
+    with pytest.raises(ValueError, match="refine='sharp'"):
+        Detector.from_checkpoint(tiny_ckpt, refine="sharp")
+    with pytest.raises(SystemExit) as exc:  # argparse: not one of the choices
+        main(["run", "--input_path", str(src), "--refine", "sharp"])
+    assert exc.value.code == 2
+
+
+def test_refined_labels_follow_the_class_names(tiny_detector) -> None:
+    import copy
+
+    det = copy.copy(tiny_detector)
+    det.refine = "auto"
+    assert det.refined_labels() == frozenset(i for i, n in enumerate(det.class_names) if n == "bar")
+    det.refine = "off"
+    assert det.refined_labels() == frozenset()

@@ -33,7 +33,7 @@ def r50_pt2(mmdet2_r50_ckpt: Path, export_engines: Callable[..., dict[str, Path]
 
 @pytest.fixture(scope="module")
 def eager(mmdet2_r50_ckpt: Path) -> Detector:
-    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu", refine="off")
 
 
 @pytest.mark.slow
@@ -72,7 +72,7 @@ def test_batch_runs_image_by_image(eager: Detector, r50_pt2: Path) -> None:
 
 @pytest.mark.slow
 def test_too_large_input_is_refused_with_the_fix(r50_pt2: Path) -> None:
-    det = Detector.from_engine(r50_pt2)
+    det = Detector.from_engine(r50_pt2, refine="off")
     with pytest.raises(EngineError, match="exceeds the largest size .* --max-size"):
         det(IMAGES[0])
 
@@ -82,7 +82,7 @@ import dataclasses, sys, threading
 import cv2
 import numpy as np
 from cendetect import Detector
-det = Detector.from_engine(sys.argv[1])
+det = Detector.from_engine(sys.argv[1], refine="off")
 det.preprocess_cfg = dataclasses.replace(det.preprocess_cfg, img_scale=(320, 224))
 img = cv2.imread(sys.argv[2])
 alone = det.predict([img])[0]

@@ -41,7 +41,7 @@ def engines(export_engines: Callable[..., dict[str, Path]]) -> dict[str, Path]:
 def eager() -> Detector:
     ckpt = default_checkpoint()
     assert ckpt is not None
-    return Detector.from_checkpoint(ckpt, device="cpu")
+    return Detector.from_checkpoint(ckpt, device="cpu", refine="off")
 
 
 @pytest.mark.slow

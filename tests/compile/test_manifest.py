@@ -72,7 +72,7 @@ def test_read_manifest_refuses_foreign_files(tmp_path: Path) -> None:
     with zipfile.ZipFile(other, "w") as zf:
         zf.writestr("archive/data.pkl", b"")
     with pytest.raises(EngineError, match="not written by cendetect-compile"):
-        Detector.from_engine(other)
+        Detector.from_engine(other, refine="off")
 
 
 def test_compile_refuses_bad_options(mmdet2_r50_ckpt: Path, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_artifact_manifest_records_the_build(r50_ts: Path, mmdet2_r50_ckpt: Path
     assert m.torch_version == torch.__version__
     assert m.checkpoint_sha256 == file_sha256(mmdet2_r50_ckpt)
     assert m.input.any_size
-    det = Detector.from_engine(r50_ts)
+    det = Detector.from_engine(r50_ts, refine="off")
     assert det.engine == "torchscript"
     assert det.class_names == ("bar", "mosaic")
 
@@ -123,7 +123,7 @@ def test_artifact_manifest_records_the_build(r50_ts: Path, mmdet2_r50_ckpt: Path
 def test_refuses_other_torch_version(r50_ts: Path, tmp_path: Path) -> None:
     old = rewrite_manifest(r50_ts, tmp_path / "old.ts", torch_version="2.4.1+cu121")
     with pytest.raises(EngineError, match="built with torch 2.4.1") as info:
-        Detector.from_engine(old)
+        Detector.from_engine(old, refine="off")
     assert "Rebuild it with: cendetect-compile --checkpoint" in str(info.value)
 
 
@@ -132,23 +132,25 @@ def test_refuses_changed_checkpoint(r50_ts: Path, mmdet2_r50_ckpt: Path, tmp_pat
     changed = tmp_path / "retrained.pth"
     changed.write_bytes(mmdet2_r50_ckpt.read_bytes() + b"\0")
     with pytest.raises(EngineError, match="weights changed since the engine was built") as info:
-        Detector.from_engine(r50_ts, checkpoint=changed)
+        Detector.from_engine(r50_ts, checkpoint=changed, refine="off")
     assert f"cendetect-compile --checkpoint {changed}" in str(info.value)
     moved = rewrite_manifest(r50_ts, tmp_path / "moved.ts", checkpoint_path=str(changed))
     with pytest.raises(EngineError, match="weights changed"):
-        Detector.from_engine(moved)  # the recorded checkpoint path now holds other weights
+        Detector.from_engine(
+            moved, refine="off"
+        )  # the recorded checkpoint path now holds other weights
 
 
 @pytest.mark.slow
 def test_refuses_unknown_engine_and_cuda_without_cuda(r50_ts: Path, tmp_path: Path) -> None:
     odd = rewrite_manifest(r50_ts, tmp_path / "odd.ts", engine="tflite")
     with pytest.raises(EngineError, match="unknown engine kind 'tflite'"):
-        Detector.from_engine(odd)
+        Detector.from_engine(odd, refine="off")
     gpu = rewrite_manifest(r50_ts, tmp_path / "gpu.ts", device="cuda", precision="fp16")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the CPU-only refusal cannot be shown here")
     with pytest.raises(EngineError, match="built for CUDA") as info:
-        Detector.from_engine(gpu)
+        Detector.from_engine(gpu, refine="off")
     assert "--device cpu" in str(info.value)
 
 

@@ -43,7 +43,7 @@ def r50_onnx(mmdet2_r50_ckpt: Path, export_engines: Callable[..., dict[str, Path
 
 @pytest.fixture(scope="module")
 def eager(mmdet2_r50_ckpt: Path) -> Detector:
-    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu", refine="off")
 
 
 def _session(module: torch.nn.Module, args: tuple, dynamic: tuple, path: Path):
@@ -265,7 +265,7 @@ def test_batch_and_detector_api(eager: Detector, r50_onnx: Path) -> None:
         # session runs on the very tensor it gets alone
         torch.testing.assert_close(both[0][sel], alone[0], rtol=0, atol=0)
         assert torch.equal(both[2][sel], alone[2])
-    det = Detector.from_engine(r50_onnx)
+    det = Detector.from_engine(r50_onnx, refine="off")
     assert det.engine == "onnx" and det.class_names == eager.class_names
     with pytest.raises(EngineError, match="exceeds the largest size .* --max-size"):
         det(IMAGES[0])  # full-size pre-processing: larger than the 320x320 build

@@ -37,7 +37,7 @@ SMALL = (320, 224)
 
 @pytest.fixture(scope="module")
 def eager(mmdet2_r50_ckpt: Path) -> Detector:
-    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu", refine="off")
 
 
 def _batch(det: Detector, path: Path):
@@ -123,8 +123,8 @@ def test_fp16_cuda_torchscript_runs_and_keeps_fp32_outputs(
 ) -> None:
     out = engine_dir / "r50_fp16_cuda.ts"
     compile_engine(mmdet2_r50_ckpt, out, precision="fp16", device="cuda")
-    det = Detector.from_engine(out)
-    fp32 = Detector.from_checkpoint(mmdet2_r50_ckpt, device="cuda")
+    det = Detector.from_engine(out, refine="off")
+    fp32 = Detector.from_checkpoint(mmdet2_r50_ckpt, device="cuda", refine="off")
     batch = _batch(fp32, IMAGES[1])
     with torch.inference_mode():
         boxes, scores, labels, masks, _ = det.model(batch)

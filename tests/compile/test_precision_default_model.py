@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(
 def det() -> Detector:
     ckpt = default_checkpoint()
     assert ckpt is not None, "the default model must ship with the package"
-    return Detector.from_checkpoint(ckpt)
+    return Detector.from_checkpoint(ckpt, refine="off")
 
 
 def test_samples_exist() -> None:
@@ -77,7 +77,7 @@ def test_aoti_bf16_artifact_computes_the_bf16_model(det: Detector, tmp_path: Pat
     out = tmp_path / "default_bf16.pt2"
     compile_engine(ckpt, out, engine="aoti", precision="bf16")
     assert read_manifest(out).layout == "channels_last"
-    engine = Detector.from_engine(out)
+    engine = Detector.from_engine(out, refine="off")
     low = with_precision(det.model, "bf16", channels_last=True, nchw_mask_heads=True)
     ious: list[float] = []
     for path in SAMPLES:

@@ -38,7 +38,7 @@ def engines(mmdet2_r101_ckpt: Path, export_engines: Callable[..., dict[str, Path
 
 @pytest.fixture(scope="module")
 def eager(mmdet2_r101_ckpt: Path) -> Detector:
-    return Detector.from_checkpoint(mmdet2_r101_ckpt, device="cpu")
+    return Detector.from_checkpoint(mmdet2_r101_ckpt, device="cpu", refine="off")
 
 
 @pytest.mark.slow

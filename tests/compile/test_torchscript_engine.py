@@ -24,7 +24,7 @@ IMAGES = sorted((DATA / "mmdet" / "images").iterdir())
 
 @pytest.fixture(scope="module")
 def eager(mmdet2_r50_ckpt: Path) -> Detector:
-    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu", refine="off")
 
 
 def assert_raw_close(a: tuple, b: tuple) -> None:
@@ -70,14 +70,14 @@ def test_scripted_in_memory_matches_eager(eager: Detector) -> None:
 
 @pytest.mark.slow
 def test_detector_from_engine_gives_eager_results(eager: Detector, r50_ts: Path) -> None:
-    det = Detector.from_engine(r50_ts)
+    det = Detector.from_engine(r50_ts, refine="off")
     assert det.preprocess_cfg == eager.preprocess_cfg
     assert det.mask_threshold == eager.mask_threshold
     # the public API end to end (decode, pre-process, engine, paste); a reduced scale keeps
     # the test short, on both sides alike
     small = dataclasses.replace(eager.preprocess_cfg, img_scale=(480, 320))
     det.preprocess_cfg = small
-    ref_det = Detector(eager.model, eager.class_names, small)
+    ref_det = Detector(eager.model, eager.class_names, small, refine="off")
     path = DATA / "mmdet" / "images" / "astronaut_512.png"
     ref, out = ref_det(path), det(path)
     assert len(ref) > 0

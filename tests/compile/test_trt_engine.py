@@ -40,7 +40,7 @@ SPEC = InputSpec(min=(64, 64), opt=(224, 320), max=(320, 320))
 
 @pytest.fixture(scope="module")
 def eager(mmdet2_r50_ckpt: Path) -> Detector:
-    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu", refine="off")
 
 
 @pytest.fixture(scope="module")

@@ -42,10 +42,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def _refine_full(img: np.ndarray, mask: np.ndarray, params=BarRefineParams()):
+def _refine_full(
+    img: np.ndarray, mask: np.ndarray, params: BarRefineParams | None = None
+) -> np.ndarray | None:
     ys, xs = np.nonzero(mask)
     win = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    res = refine_bar_reference(img, win, mask[win[1] : win[3], win[0] : win[2]], params)
+    crop = mask[win[1] : win[3], win[0] : win[2]]
+    res = refine_bar_reference(img, win, crop, params or BarRefineParams())
     if res is None:
         return None
     (x0, y0, x1, y1), crop = res

@@ -21,7 +21,7 @@ from tests.conftest import DATA
 
 @pytest.fixture(scope="module")
 def r50(mmdet2_r50_ckpt):
-    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu")
+    return Detector.from_checkpoint(mmdet2_r50_ckpt, device="cpu", refine="off")
 
 
 @pytest.fixture(scope="module")
