@@ -13,19 +13,31 @@
 namespace cendetect {
 namespace {
 
-constexpr int64_t kInf = int64_t{1} << 50;
+// Buffers reused across the instances one thread refines (no allocation, no page faults per
+// instance). Plain members rather than thread_local: in a shared library every thread_local
+// access goes through __tls_get_addr, which costs more than the loops it would save.
+struct Scratch {
+  std::vector<int64_t> v;
+  std::vector<int32_t> tmp, d2;
+  std::vector<double> z;
+  std::vector<uint8_t> bg, region, core, in_band, strong, cand, outside, hor, keep, reached;
+  std::vector<int16_t> d;
+  std::vector<int32_t> stack;
+};
+
+constexpr int32_t kInf = int32_t{1} << 30;  // squared distances stay below (2 * 4096)^2 = 2^26
 
 // Lower envelope of parabolas (Felzenszwalb & Huttenlocher), one line: d[p] = min_q (p - q)^2
 // + f[q] over the q with a finite f. Exact: the minimum is taken over integers; the envelope's
 // breakpoints only decide which parabola is evaluated, and a tie gives the same value.
-void edt_line(const int64_t* f, int64_t n, int64_t step, int64_t* d, std::vector<int64_t>& v,
-              std::vector<double>& z, std::vector<int64_t>& tmp) {
+void edt_line(int32_t* f, int64_t n, std::vector<int64_t>& v, std::vector<double>& z,
+              std::vector<int32_t>& tmp) {
   v.resize(static_cast<size_t>(n));
   z.resize(static_cast<size_t>(n) + 1);
   tmp.resize(static_cast<size_t>(n));
   int64_t k = -1;
   for (int64_t q = 0; q < n; ++q) {
-    const int64_t fq = f[q * step];
+    const int64_t fq = f[q];
     if (fq >= kInf) continue;
     if (k < 0) {
       k = 0;
@@ -37,7 +49,7 @@ void edt_line(const int64_t* f, int64_t n, int64_t step, int64_t* d, std::vector
     double s;
     while (true) {
       const int64_t p = v[k];
-      s = static_cast<double>((fq + q * q) - (f[p * step] + p * p)) / (2.0 * static_cast<double>(q - p));
+      s = static_cast<double>((fq + q * q) - (f[p] + p * p)) / (2.0 * static_cast<double>(q - p));
       if (s <= z[k] && k > 0) {
         --k;
         continue;
@@ -61,10 +73,10 @@ void edt_line(const int64_t* f, int64_t n, int64_t step, int64_t* d, std::vector
     for (int64_t p = 0; p < n; ++p) {
       while (z[j + 1] < static_cast<double>(p)) ++j;
       const int64_t q = v[j];
-      tmp[p] = (p - q) * (p - q) + f[q * step];
+      tmp[p] = static_cast<int32_t>((p - q) * (p - q) + f[q]);
     }
   }
-  for (int64_t p = 0; p < n; ++p) d[p * step] = tmp[p];
+  std::copy(tmp.begin(), tmp.begin() + n, f);
 }
 
 // Squared Euclidean distance from every pixel of an h x w grid to the nearest feature pixel
@@ -72,33 +84,34 @@ void edt_line(const int64_t* f, int64_t n, int64_t step, int64_t* d, std::vector
 // nearest feature in that column, by a downward and an upward sweep over whole rows (contiguous
 // memory); second phase: the lower envelope of parabolas along each row.
 void squared_edt(const std::vector<uint8_t>& feature, int64_t h, int64_t w,
-                 std::vector<int64_t>& d2) {
+                 std::vector<int32_t>& d2, Scratch& sc) {
   d2.resize(static_cast<size_t>(h * w));
-  std::vector<int64_t> g(static_cast<size_t>(h * w));
-  const int64_t far = h + w + 1;  // farther than any in-grid distance: no feature in the column
+  const int32_t far = static_cast<int32_t>(h + w + 1);  // no feature in the column
+  int32_t* g = d2.data();  // column distances first, squared in place
   for (int64_t x = 0; x < w; ++x) g[x] = feature[x] ? 0 : far;
   for (int64_t y = 1; y < h; ++y) {
     const uint8_t* f = feature.data() + y * w;
-    const int64_t* up = g.data() + (y - 1) * w;
-    int64_t* row = g.data() + y * w;
+    const int32_t* up = g + (y - 1) * w;
+    int32_t* row = g + y * w;
     for (int64_t x = 0; x < w; ++x) row[x] = f[x] ? 0 : std::min(up[x] + 1, far);
   }
   for (int64_t y = h - 2; y >= 0; --y) {
-    const int64_t* down = g.data() + (y + 1) * w;
-    int64_t* row = g.data() + y * w;
+    const int32_t* down = g + (y + 1) * w;
+    int32_t* row = g + y * w;
     for (int64_t x = 0; x < w; ++x) row[x] = std::min(row[x], down[x] + 1);
   }
-  for (int64_t i = 0; i < h * w; ++i) d2[i] = g[i] >= far ? kInf : g[i] * g[i];
-  std::vector<int64_t> v, tmp;
-  std::vector<double> z;
-  for (int64_t y = 0; y < h; ++y) edt_line(d2.data() + y * w, w, 1, d2.data() + y * w, v, z, tmp);
+  for (int64_t i = 0; i < h * w; ++i) g[i] = g[i] >= far ? kInf : g[i] * g[i];
+  std::vector<int64_t>& v = sc.v;
+  std::vector<int32_t>& tmp = sc.tmp;
+  std::vector<double>& z = sc.z;
+  for (int64_t y = 0; y < h; ++y) edt_line(g + y * w, w, v, z, tmp);
 }
 
 // Pixels within Euclidean distance r of `mask` (the disk dilation; outside adds nothing).
 void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
-                 std::vector<uint8_t>& out) {
-  std::vector<int64_t> d2;
-  squared_edt(mask, h, w, d2);
+                 std::vector<uint8_t>& out, Scratch& sc) {
+  std::vector<int32_t>& d2 = sc.d2;
+  squared_edt(mask, h, w, d2, sc);
   out.resize(mask.size());
   const int64_t r2 = r * r;
   for (size_t i = 0; i < mask.size(); ++i) out[i] = d2[i] <= r2;
@@ -106,14 +119,15 @@ void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t
 
 // Pixels whose whole disk of radius r lies in `mask`, outside the grid counting as background.
 void erode_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
-                std::vector<uint8_t>& out) {
+                std::vector<uint8_t>& out, Scratch& sc) {
   const int64_t ph = h + 2, pw = w + 2;  // a ring of background around the grid
-  std::vector<uint8_t> bg(static_cast<size_t>(ph * pw), 1);
+  std::vector<uint8_t>& bg = sc.bg;
+  bg.assign(static_cast<size_t>(ph * pw), 1);
   for (int64_t y = 0; y < h; ++y) {
     for (int64_t x = 0; x < w; ++x) bg[(y + 1) * pw + x + 1] = !mask[y * w + x];
   }
-  std::vector<int64_t> d2;
-  squared_edt(bg, ph, pw, d2);
+  std::vector<int32_t>& d2 = sc.d2;
+  squared_edt(bg, ph, pw, d2, sc);
   out.resize(mask.size());
   const int64_t r2 = r * r;
   for (int64_t y = 0; y < h; ++y) {
@@ -152,9 +166,11 @@ int64_t round_half_up(double x) { return static_cast<int64_t>(std::floor(x + 0.5
 
 }  // namespace
 
-bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
-                const int64_t window[4], const uint8_t* crop, const BarRefineParams& params,
-                int64_t out_window[4], std::vector<uint8_t>& out) {
+namespace {
+
+bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
+                     const int64_t window[4], const uint8_t* crop, const BarRefineParams& params,
+                     int64_t out_window[4], std::vector<uint8_t>& out, Scratch& sc) {
   const int64_t x0 = window[0], y0 = window[1], x1 = window[2], y1 = window[3];
   const int64_t cw = x1 - x0, ch = y1 - y0;
   if (cw <= 0 || ch <= 0) return false;
@@ -167,14 +183,16 @@ bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t str
   const int64_t rx0 = std::max<int64_t>(0, x0 - band - 1), ry0 = std::max<int64_t>(0, y0 - band - 1);
   const int64_t rx1 = std::min(width, x1 + band + 1), ry1 = std::min(height, y1 + band + 1);
   const int64_t w = rx1 - rx0, h = ry1 - ry0, n = w * h;
-  std::vector<uint8_t> region(static_cast<size_t>(n), 0);
+  std::vector<uint8_t>& region = sc.region;
+  region.assign(static_cast<size_t>(n), 0);
   for (int64_t y = 0; y < ch; ++y) {
     for (int64_t x = 0; x < cw; ++x) {
       region[(y + y0 - ry0) * w + x + x0 - rx0] = crop[y * cw + x] != 0;
     }
   }
-  std::vector<uint8_t> core;
-  erode_disk(region, h, w, std::max<int64_t>(1, round_half_up(params.core_frac * root)), core);
+  std::vector<uint8_t>& core = sc.core;
+  erode_disk(region, h, w, std::max<int64_t>(1, round_half_up(params.core_frac * root)), core,
+             sc);
   int64_t n_core = 0;
   for (int64_t i = 0; i < n; ++i) n_core += core[i];
   if (n_core == 0) {
@@ -184,7 +202,8 @@ bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t str
   const std::array<int, 3> colour =
       lower_median(image, stride, rx0, ry0, h, w, core, n_core);
   // d: max-channel distance to the colour; its lower 90th percentile over the core
-  std::vector<int16_t> d(static_cast<size_t>(n));
+  std::vector<int16_t>& d = sc.d;
+  d.resize(static_cast<size_t>(n));
   std::array<int64_t, 256> dh{};
   for (int64_t y = 0; y < h; ++y) {
     const uint8_t* row = image + (ry0 + y) * stride + rx0 * 3;
@@ -211,14 +230,18 @@ bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t str
   const double tol = std::min(
       std::max(params.tol_scale * static_cast<double>(spread) + params.tol_offset, params.tol_min),
       params.tol_max);
-  std::vector<uint8_t> in_band;
-  dilate_disk(region, h, w, band, in_band);
+  std::vector<uint8_t>& in_band = sc.in_band;
+  dilate_disk(region, h, w, band, in_band, sc);
   // From here on the grids carry a one-pixel pad (never a candidate, never reached by the
   // hole fill's seeds' neighbours), so neighbour reads need no bounds checks.
   const int64_t pw = w + 2, ph = h + 2, pn = pw * ph;
   auto pad = [pw](int64_t y, int64_t x) { return (y + 1) * pw + x + 1; };
-  std::vector<uint8_t> strong(static_cast<size_t>(pn), 0), cand(static_cast<size_t>(pn), 0);
-  std::vector<uint8_t> outside(static_cast<size_t>(n), 0);
+  std::vector<uint8_t>& strong = sc.strong;
+  std::vector<uint8_t>& cand = sc.cand;
+  std::vector<uint8_t>& outside = sc.outside;
+  strong.assign(static_cast<size_t>(pn), 0);
+  cand.assign(static_cast<size_t>(pn), 0);
+  outside.assign(static_cast<size_t>(n), 0);
   int64_t n_outside = 0;
   for (int64_t y = 0; y < h; ++y) {
     for (int64_t x = 0; x < w; ++x) {
@@ -233,7 +256,8 @@ bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t str
   if (params.edge_rule && n_outside > 0) {
     const std::array<int, 3> bg = lower_median(image, stride, rx0, ry0, h, w, outside, n_outside);
     // near: a strong pixel in the 3 x 3 neighbourhood (a separable 3 x 3 dilation)
-    std::vector<uint8_t> hor(static_cast<size_t>(pn), 0);
+    std::vector<uint8_t>& hor = sc.hor;
+    hor.assign(static_cast<size_t>(pn), 0);
     for (int64_t i = 1; i + 1 < pn; ++i) hor[i] = strong[i - 1] | strong[i] | strong[i + 1];
     for (int64_t y = 0; y < h; ++y) {
       const uint8_t* row = image + (ry0 + y) * stride + rx0 * 3;
@@ -251,9 +275,10 @@ bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t str
     }
   }
   // components of cand (8-connected) holding a core pixel
-  std::vector<uint8_t> keep(static_cast<size_t>(pn), 0);
-  std::vector<int32_t> stack;
-  stack.reserve(static_cast<size_t>(n) / 4 + 16);
+  std::vector<uint8_t>& keep = sc.keep;
+  keep.assign(static_cast<size_t>(pn), 0);
+  std::vector<int32_t>& stack = sc.stack;
+  stack.clear();
   for (int64_t y = 0; y < h; ++y) {
     for (int64_t x = 0; x < w; ++x) {
       const int64_t j = pad(y, x);
@@ -278,7 +303,8 @@ bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t str
   }
   // holes: background reachable (4-connected) from the region's border stays background; the
   // pad counts as reached so the fill never leaves the grid
-  std::vector<uint8_t> reached(static_cast<size_t>(pn), 0);
+  std::vector<uint8_t>& reached = sc.reached;
+  reached.assign(static_cast<size_t>(pn), 0);
   for (int64_t x = 0; x < pw; ++x) reached[x] = reached[(ph - 1) * pw + x] = 1;
   for (int64_t y = 0; y < ph; ++y) reached[y * pw] = reached[y * pw + pw - 1] = 1;
   auto seed = [&](int64_t j) {
@@ -321,6 +347,15 @@ bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t str
   return true;
 }
 
+}  // namespace
+
+bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
+                const int64_t window[4], const uint8_t* crop, const BarRefineParams& params,
+                int64_t out_window[4], std::vector<uint8_t>& out) {
+  Scratch sc;
+  return refine_bar_impl(image, height, width, stride, window, crop, params, out_window, out, sc);
+}
+
 void refine_bars(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
                  const int64_t* windows, const int64_t* offsets, const uint8_t* bits,
                  int64_t bits_size, int64_t n, const uint8_t* refine,
@@ -347,12 +382,13 @@ void refine_bars(const uint8_t* image, int64_t height, int64_t width, int64_t st
   std::vector<std::vector<uint8_t>> results(static_cast<size_t>(n));
   new_windows.assign(windows, windows + 4 * n);
   parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+    Scratch sc;
     for (int64_t i = begin; i < end; ++i) {
       changed[i] = 0;
       if (!refine[i]) continue;
       int64_t win[4];
-      if (refine_bar(image, height, width, stride, windows + 4 * i, bits + offsets[i], params,
-                     win, results[i])) {
+      if (refine_bar_impl(image, height, width, stride, windows + 4 * i, bits + offsets[i],
+                          params, win, results[i], sc)) {
         std::copy(win, win + 4, new_windows.begin() + 4 * i);
         changed[i] = 1;
       }
