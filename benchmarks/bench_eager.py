@@ -227,16 +227,6 @@ def run_worker(kind: str, spec_path: Path, out_path: Path) -> None:
 # driver side
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _make_inputs(tmp: Path) -> tuple[Path, Path, dict[str, Path]]:
     """The shared checkpoint, the fixture config and one PNG per case, under ``tmp``."""
     import cv2
@@ -345,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     mmdet_env["PYTHONPATH"] = args.tv_stub
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
+        "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "threads": args.threads,
         "torch": torch.__version__,
@@ -475,3 +465,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _cpu_name() -> str:
+    sys.path.insert(0, str(REPO))
+    from cendetect.runtime import cpu_name
+
+    return cpu_name()

@@ -18,7 +18,6 @@ the median ms per image and per instance, and the ratio reference / refine.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -31,17 +30,7 @@ from cendetect.data.paint import paint_bar
 from cendetect.engine import paste_masks
 from cendetect.engine.compositor import get_num_threads, set_num_threads
 from cendetect.engine.refine import refine_masks, refine_masks_reference
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from cendetect.runtime import cpu_name
 
 
 def _case(size: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,7 +89,7 @@ def main() -> None:
     set_num_threads(1)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    print(f"CPU: {_cpu()}; 1 thread; {args.size} x {args.size}; median of {args.repeats}")
+    print(f"CPU: {cpu_name()}; 1 thread; {args.size} x {args.size}; median of {args.repeats}")
     print(f"{'N':>4} {'paste ms':>9} {'refine ms':>10} {'per inst':>9} {'ref ms':>9} {'ratio':>7}")
     try:
         for n in args.n:

@@ -13,25 +13,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import tempfile
 import time
 
 import torch
 
+from cendetect.runtime import cpu_name
 from cendetect.train.config import TrainConfig
 from cendetect.train.loop import Trainer, _batches
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -69,7 +58,7 @@ def main() -> None:
                 trainer.step(batch, it + cfg.warmup_iters)
                 times.append(time.perf_counter() - t0)
     mean = sum(times) / len(times)
-    print(f"CPU: {_cpu_model()}, {args.threads} threads, torch {torch.__version__}")
+    print(f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}")
     print(f"train scale {lo}-{hi}, frozen stages {args.frozen_stages}, batch {cfg.batch_size}")
     print(
         f"step time: mean {mean:.3f} s over {len(times)} steps "

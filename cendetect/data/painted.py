@@ -24,7 +24,6 @@ trained on.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
 import subprocess
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from cendetect.data.photos import split_by_group
 
 __all__ = [
     "DEBS",
@@ -172,23 +173,10 @@ def discover_artworks(root: Path) -> list[Artwork]:
 def split_artworks(
     arts: Iterable[Artwork], seed: int, val_fraction: float = 0.15
 ) -> tuple[list[Artwork], list[Artwork]]:
-    """Train/val split by group, per kind, seeded (the rule of
-    :func:`cendetect.data.photos.split_photos`): each kind with two or more groups puts at
+    """Train/val split by group, per kind, seeded (the photos' rule,
+    :func:`cendetect.data.photos.split_by_group`): each kind with two or more groups puts at
     least one in val."""
-    train: list[Artwork] = []
-    val: list[Artwork] = []
-    arts = list(arts)
-    for kind in KINDS:
-        groups = sorted({a.group for a in arts if a.kind == kind})
-        order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
-        n_val = round(val_fraction * len(groups))
-        if len(groups) >= 2:
-            n_val = max(1, n_val)
-        val_groups = set(order[:n_val])
-        for a in arts:
-            if a.kind == kind:
-                (val if a.group in val_groups else train).append(a)
-    return train, val
+    return split_by_group(arts, KINDS, seed, val_fraction)
 
 
 @functools.lru_cache(maxsize=512)

@@ -27,9 +27,10 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -42,6 +43,7 @@ __all__ = [
     "discover_photos",
     "ensure_wheels",
     "flatness",
+    "split_by_group",
     "split_photos",
 ]
 
@@ -99,6 +101,17 @@ FORCED_KIND: dict[str, str] = {
 FLAT_THRESHOLD = 0.55
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+class _Grouped(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def group(self) -> str: ...
+
+
+_Split = TypeVar("_Split", bound=_Grouped)
 
 
 class PhotoSourceError(RuntimeError):
@@ -274,27 +287,37 @@ def discover_photos(
     return photos
 
 
-def split_photos(
-    photos: Iterable[Photo], seed: int, val_fraction: float = 0.15
-) -> tuple[list[Photo], list[Photo]]:
-    """Train/val split by group, seeded; photos and negatives are split separately so both
-    sides get some of each. A group goes to val when its rank in a seeded hash order is within
-    the first ``round(val_fraction * groups)`` (at least one when there are two or more).
+def split_by_group(
+    items: Iterable[_Split], kinds: Sequence[str], seed: int, val_fraction: float = 0.15
+) -> tuple[list[_Split], list[_Split]]:
+    """Train/val split of anything with a ``kind`` and a ``group``, per kind, seeded.
+
+    Per kind, groups are ordered by ``sha256(f"{seed}:{group}")`` and the first
+    ``round(val_fraction * groups)`` go to val (at least one when the kind has two or more
+    groups); every item follows its group. Items come out kind by kind, in ``kinds`` order.
     """
-    train: list[Photo] = []
-    val: list[Photo] = []
-    photos = list(photos)
-    for kind in ("photo", "negative"):
-        groups = sorted({p.group for p in photos if p.kind == kind})
+    train: list[_Split] = []
+    val: list[_Split] = []
+    items = list(items)
+    for kind in kinds:
+        groups = sorted({p.group for p in items if p.kind == kind})
         order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
         n_val = round(val_fraction * len(groups))
         if len(groups) >= 2:
             n_val = max(1, n_val)
         val_groups = set(order[:n_val])
-        for p in photos:
+        for p in items:
             if p.kind == kind:
                 (val if p.group in val_groups else train).append(p)
     return train, val
+
+
+def split_photos(
+    photos: Iterable[Photo], seed: int, val_fraction: float = 0.15
+) -> tuple[list[Photo], list[Photo]]:
+    """Train/val split by group, seeded; photos and negatives are split separately so both
+    sides get some of each (:func:`split_by_group`)."""
+    return split_by_group(photos, ("photo", "negative"), seed, val_fraction)
 
 
 def _main() -> None:  # pragma: no cover - a listing for docs/data.md
