@@ -74,7 +74,7 @@ DEFAULT_TV_STUB = Path("/work/peers/tvstub")
 
 # shared with the eager benchmark (stdlib-only at import, so the peer venv can import it too)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_eager import _cpu_model, _peak_rss_mb, _read, _table  # noqa: E402
+from bench_eager import _cpu_name, _peak_rss_mb, _read, _table  # noqa: E402
 
 #: model name -> parity fixture folder (config.py, keys.json, overrides.npz)
 FIXTURES = {
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     peer_env["PYTHONPATH"] = args.tv_stub
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
+        "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "threads": args.threads,
         "device": args.device,

@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--refine", choices=("auto", "off"), default="auto",
                     help="which masks the sheet shows")  # fmt: skip
     args = ap.parse_args()
-    det = Detector.from_checkpoint(args.model)
+    det = Detector.from_checkpoint(args.model, refine="off")  # each variant refines itself
     if args.test_scale:
         det.preprocess_cfg = dataclasses.replace(
             det.preprocess_cfg, img_scale=(args.test_scale, args.test_scale)
