@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import heapq
 import io
 import json
 import time
@@ -25,7 +26,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cendetect.detector import Detector, read_image
-from cendetect.engine.refine import BarRefineParams, refine_masks_reference
+from cendetect.engine.refine import BarRefineParams, refine_masks
 
 
 def _segm_ap(gt: COCO, results: list[dict], ids: list[int]) -> dict[str, float]:
@@ -151,8 +152,9 @@ def main() -> None:
             for v, params in variants.items():
                 t0 = time.perf_counter()
                 masks = d.instance_masks
-                if params is not None:
-                    masks, _ = refine_masks_reference(img, masks, d.labels, bar_labels, params)
+                if params is not None:  # the C++ kernel (equal to engine/refine.py's reference)
+                    which = np.isin(d.labels, list(bar_labels))
+                    masks, _ = refine_masks(img, masks, which, params)
                 seconds[v] += time.perf_counter() - t0
                 if v == ("refined" if args.refine == "auto" else "model"):
                     sheet_masks = masks
@@ -174,11 +176,16 @@ def main() -> None:
                         }
                     )
             if args.sheet is not None:
+                # keep only the per_part worst so far (a max-heap on quality), not every image
                 quality = _image_quality(gt, image_id, sheet_masks, d.scores)
-                scored.append((quality, image_id, img, sheet_masks, d))
+                item = (-quality, image_id, img, sheet_masks, d)
+                if len(scored) < per_part:
+                    heapq.heappush(scored, item)
+                elif item[0] > scored[0][0]:
+                    heapq.heapreplace(scored, item)
         if args.sheet is not None:
-            scored.sort(key=lambda t: t[0])
-            for quality, image_id, img, masks, d in scored[:per_part]:
+            for neg_q, image_id, img, masks, d in sorted(scored, key=lambda t: -t[0]):
+                quality = -neg_q
                 label = f"{split} {gt.imgs[image_id]['file_name']} q={quality:.2f}"
                 worst.append((quality, label, _draw(gt, image_id, img, masks, d, names)))
         table[split] = {v: _segm_ap(gt, results[v], ids) for v in variants}

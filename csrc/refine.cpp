@@ -349,13 +349,6 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
 
 }  // namespace
 
-bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
-                const int64_t window[4], const uint8_t* crop, const BarRefineParams& params,
-                int64_t out_window[4], std::vector<uint8_t>& out) {
-  Scratch sc;
-  return refine_bar_impl(image, height, width, stride, window, crop, params, out_window, out, sc);
-}
-
 void refine_bars(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
                  const int64_t* windows, const int64_t* offsets, const uint8_t* bits,
                  int64_t bits_size, int64_t n, const uint8_t* refine,

@@ -27,14 +27,10 @@ struct BarRefineParams {
   bool edge_rule = true;
 };
 
-// image: BGR uint8 [height, width, 3] rows `stride` bytes apart. window: x0, y0, x1, y1
-// (half-open, inside the image) of `crop` ([y1 - y0, x1 - x0] bytes, nonzero = in the mask).
-// Returns true and fills out_window / out (row-major bytes 0/1 of the out_window) when the
-// mask is refined; false when the model's mask is to be kept.
-bool refine_bar(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
-                const int64_t window[4], const uint8_t* crop, const BarRefineParams& params,
-                int64_t out_window[4], std::vector<uint8_t>& out);
-
+// image: BGR uint8 [height, width, 3] rows `stride` bytes apart. An instance's window is
+// x0, y0, x1, y1 (half-open, inside the image) of its bitmap ([y1 - y0, x1 - x0] bytes, nonzero =
+// in the mask); a refined instance gets the window grown by its band + 1 (clamped to the image)
+// and a new bitmap, a kept one its own.
 // Every instance i with refine[i] != 0, in parallel over instances (compositor threads).
 // windows [n, 4], offsets [n + 1] and bits: InstanceMasks' layout. On return, new_windows,
 // new_offsets and new_bits hold all n instances (refined or copied) and changed[i] says which
