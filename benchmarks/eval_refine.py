@@ -1,8 +1,8 @@
 """Segm AP with and without mask refinement, per val part and class, on the same detections.
 
-Runs the model once per image and scores the detections three ways: the model's masks, the
-plain yardstick refinement (no anti-aliased edge rule) and the full refinement
-(engine/refine.py). Prints COCO segm AP per class and the mean IoU of matched masks.
+Runs the model once per image and scores the detections four ways: the model's masks, the
+plain yardstick bar refinement (no anti-aliased edge rule), the bar refinement alone
+(engine/refine.py) and bars + mosaics (engine/refine_mosaic.py). Prints COCO segm AP per class.
 
     .venv/bin/python benchmarks/eval_refine.py --dataset /work/data/synth_v2 \
         --split val val_painted [--model cendetect/weights/mobilenet_v2_fpn.pth]
@@ -26,7 +26,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cendetect.detector import Detector, read_image
-from cendetect.engine.refine import BarRefineParams, refine_masks
+from cendetect.engine.refine import BarRefineParams, refine_kinds, refine_masks
 
 
 def _segm_ap(gt: COCO, results: list[dict], ids: list[int]) -> dict[str, float]:
@@ -118,7 +118,7 @@ def main() -> None:
         "(mosaic)",
     )
     ap.add_argument("--refine", choices=("auto", "off"), default="auto",
-                    help="which masks the sheet shows")  # fmt: skip
+                    help="the sheet's masks (auto: bars and mosaics refined)")  # fmt: skip
     args = ap.parse_args()
     det = Detector.from_checkpoint(args.model, refine="off")  # each variant refines itself
     if args.test_scale:
@@ -127,11 +127,12 @@ def main() -> None:
         )
     print(f"{args.model}: test scale {det.preprocess_cfg.img_scale}")
     names = list(det.class_names)
-    bar_labels = {names.index("bar")} if "bar" in names else set()
-    variants = {
-        "model": None,
-        "yardstick": BarRefineParams(edge_rule=False),
-        "refined": BarRefineParams(),
+    # variant: (classes refined, bar settings)
+    variants: dict[str, tuple[frozenset[str], BarRefineParams]] = {
+        "model": (frozenset(), BarRefineParams()),
+        "yardstick": (frozenset({"bar"}), BarRefineParams(edge_rule=False)),
+        "bars": (frozenset({"bar"}), BarRefineParams()),
+        "refined": (frozenset({"bar", "mosaic"}), BarRefineParams()),
     }
     table: dict[str, dict[str, dict[str, float]]] = {}
     worst: list[tuple[float, str, np.ndarray]] = []
@@ -149,12 +150,12 @@ def main() -> None:
             img = read_image(args.dataset / split / gt.imgs[image_id]["file_name"])
             d = det(img)
             sheet_masks = None
-            for v, params in variants.items():
+            for v, (classes, params) in variants.items():
                 t0 = time.perf_counter()
                 masks = d.instance_masks
-                if params is not None:  # the C++ kernel (equal to engine/refine.py's reference)
-                    which = np.isin(d.labels, list(bar_labels))
-                    masks, _ = refine_masks(img, masks, which, params)
+                if classes:  # the C++ kernels (equal to the references)
+                    kinds = refine_kinds(d.labels, names, classes)
+                    masks, _ = refine_masks(img, masks, kinds, params)
                 seconds[v] += time.perf_counter() - t0
                 if v == ("refined" if args.refine == "auto" else "model"):
                     sheet_masks = masks

@@ -31,6 +31,8 @@ from cendetect.zoo import CENDETECT_CLASSES, MODEL_ZOO, ZOO_IMG_NORM, zoo_model_
 
 #: values of ``Detector.refine`` (and of the commands' ``--refine``)
 REFINE_MODES = ("auto", "off")
+#: the classes ``refine="auto"`` refines, each by its own rule (:mod:`cendetect.engine.refine`)
+REFINED_CLASSES = frozenset({"bar", "mosaic"})
 
 ImageLike = np.ndarray | str | os.PathLike
 
@@ -88,9 +90,10 @@ class Detector:
         device: where the model runs.
         fp16: run convolutions in float16 (CUDA only); boxes, NMS and thresholds stay float32.
         mask_threshold: binarisation threshold of the pasted mask probabilities.
-        refine: ``"auto"`` (default): exact-edge refinement of the pasted masks of the class
-            named ``bar`` (:mod:`cendetect.engine.refine`; a model without that class is left
-            as it is); ``"off"``: the model's masks as pasted. Settable later
+        refine: ``"auto"`` (default): refinement of the pasted masks of the classes named
+            ``bar`` (exact flat-colour edges) and ``mosaic`` (the cell grid, per cell and per
+            pixel) (:mod:`cendetect.engine.refine`; a model without those classes is left as
+            it is); ``"off"``: the model's masks as pasted. Settable later
             (``detector.refine = "off"``).
     """
 
@@ -136,11 +139,12 @@ class Detector:
             raise ValueError(f"refine={value!r}: use one of {', '.join(REFINE_MODES)}")
         self._refine = value
 
-    def refined_labels(self) -> frozenset[int]:
-        """The labels whose masks :meth:`predict` refines (empty with ``refine="off"``)."""
+    def refined_classes(self) -> frozenset[str]:
+        """The class names whose masks :meth:`predict` refines: those of :data:`REFINED_CLASSES`
+        the model has (empty with ``refine="off"``)."""
         if self._refine == "off":
             return frozenset()
-        return frozenset(i for i, n in enumerate(self.class_names) if n == "bar")
+        return frozenset(n for n in self.class_names if n in REFINED_CLASSES)
 
     @property
     def concurrent(self) -> bool:
@@ -270,7 +274,7 @@ class Detector:
         else:
             raw = self.model(batch.images, batch.image_sizes, batch.scale_factors)
         return to_detections(
-            raw, batch, self.class_names, self.mask_threshold, bgr, self.refined_labels()
+            raw, batch, self.class_names, self.mask_threshold, bgr, self.refined_classes()
         )
 
 

@@ -65,10 +65,34 @@ cdef extern from "refine.h" namespace "cendetect" nogil:
         double max_ratio
         cbool edge_rule
 
-    void c_refine_bars "cendetect::refine_bars"(
+    cdef cppclass MosaicRefineParams "cendetect::MosaicRefineParams":
+        double band_frac
+        int64_t band_min
+        int64_t band_max
+        double core_frac
+        int64_t min_area
+        int64_t min_core
+        double search_min
+        double min_period
+        double min_contrast
+        int64_t max_candidates
+        double seam
+        double tol_scale
+        double tol_offset
+        double tol_min
+        double tol_max
+        double max_spread
+        double whole_frac
+        double cover
+        double cut_frac
+        double min_ratio
+        double max_ratio
+
+    void c_refine_instances "cendetect::refine_instances"(
         const uint8_t* image, int64_t height, int64_t width, int64_t stride,
         const int64_t* windows, const int64_t* offsets, const uint8_t* bits, int64_t bits_size,
-        int64_t n, const uint8_t* refine, const BarRefineParams& params,
+        int64_t n, const uint8_t* kinds, const BarRefineParams& bar_params,
+        const MosaicRefineParams& mosaic_params,
         vector[int64_t]& new_windows, vector[int64_t]& new_offsets, vector[uint8_t]& new_bits,
         uint8_t* changed) except +
 
@@ -228,17 +252,18 @@ def png_filter_rows(const uint8_t[:, :, :] image, int filter, uint8_t[:, ::1] ou
         c_png_filter_rows(&image[0, 0, 0], h, w, c, image.strides[0], filter, &out[0, 0])
 
 
-def refine_bars(const uint8_t[:, :, :] image, const int64_t[:, ::1] windows,
-                const int64_t[::1] offsets, const uint8_t[::1] bits, const uint8_t[::1] refine,
-                dict params):
-    """Bar refinement of the instances with refine[i] (csrc/refine.h); returns
-    (windows [n, 4], offsets [n + 1], bits, changed [n] uint8) as new numpy arrays."""
+def refine_instances(const uint8_t[:, :, :] image, const int64_t[:, ::1] windows,
+                     const int64_t[::1] offsets, const uint8_t[::1] bits, const uint8_t[::1] kinds,
+                     dict params, dict mosaic_params):
+    """Refinement of the instances with kinds[i] 1 (bar) or 2 (mosaic) (csrc/refine.h);
+    returns (windows [n, 4], offsets [n + 1], bits, changed [n] uint8) as new numpy arrays."""
     cdef int64_t n = windows.shape[0]
     cdef BarRefineParams p
+    cdef MosaicRefineParams mp
     cdef vector[int64_t] nw, no
     cdef vector[uint8_t] nb
     _check_n(n + 1, "offsets", offsets.shape[0])
-    _check_n(n, "refine", refine.shape[0])
+    _check_n(n, "kinds", kinds.shape[0])
     if image.shape[2] != 3 or image.strides[2] != 1 or image.strides[1] != 3:
         raise ValueError("image must be uint8 [H, W, 3] with packed pixels")
     if n > 0 and windows.shape[1] != 4:
@@ -256,6 +281,33 @@ def refine_bars(const uint8_t[:, :, :] image, const int64_t[:, ::1] windows,
     p.min_ratio = params["min_ratio"]
     p.max_ratio = params["max_ratio"]
     p.edge_rule = params["edge_rule"]
+    for key in ("band_frac", "core_frac", "search_min", "min_period", "min_contrast", "seam",
+                "tol_scale", "tol_offset", "tol_min", "tol_max", "max_spread", "whole_frac",
+                "cover", "cut_frac", "min_ratio", "max_ratio", "band_min", "band_max", "min_area",
+                "min_core", "max_candidates"):
+        if key not in mosaic_params:
+            raise KeyError(f"mosaic_params lacks {key!r}")
+    mp.band_frac = mosaic_params["band_frac"]
+    mp.band_min = mosaic_params["band_min"]
+    mp.band_max = mosaic_params["band_max"]
+    mp.core_frac = mosaic_params["core_frac"]
+    mp.min_area = mosaic_params["min_area"]
+    mp.min_core = mosaic_params["min_core"]
+    mp.search_min = mosaic_params["search_min"]
+    mp.min_period = mosaic_params["min_period"]
+    mp.min_contrast = mosaic_params["min_contrast"]
+    mp.max_candidates = mosaic_params["max_candidates"]
+    mp.seam = mosaic_params["seam"]
+    mp.tol_scale = mosaic_params["tol_scale"]
+    mp.tol_offset = mosaic_params["tol_offset"]
+    mp.tol_min = mosaic_params["tol_min"]
+    mp.tol_max = mosaic_params["tol_max"]
+    mp.max_spread = mosaic_params["max_spread"]
+    mp.whole_frac = mosaic_params["whole_frac"]
+    mp.cover = mosaic_params["cover"]
+    mp.cut_frac = mosaic_params["cut_frac"]
+    mp.min_ratio = mosaic_params["min_ratio"]
+    mp.max_ratio = mosaic_params["max_ratio"]
     changed = np.zeros(n, np.uint8)
     cdef uint8_t[::1] ch = changed
     cdef const uint8_t* img = &image[0, 0, 0] if image.shape[0] > 0 and image.shape[1] > 0 else NULL
@@ -263,8 +315,9 @@ def refine_bars(const uint8_t[:, :, :] image, const int64_t[:, ::1] windows,
     if n == 0:
         return (np.zeros((0, 4), np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint8), changed)
     with nogil:
-        c_refine_bars(img, image.shape[0], image.shape[1], image.strides[0], &windows[0, 0],
-                      &offsets[0], bp, bits.shape[0], n, &refine[0], p, nw, no, nb, &ch[0])
+        c_refine_instances(img, image.shape[0], image.shape[1], image.strides[0],
+                           &windows[0, 0], &offsets[0], bp, bits.shape[0], n, &kinds[0], p, mp,
+                           nw, no, nb, &ch[0])
     out_w = np.empty((n, 4), np.int64)
     out_o = np.empty(n + 1, np.int64)
     out_b = np.empty(nb.size(), np.uint8)

@@ -8,132 +8,16 @@
 #include <stdexcept>
 #include <string>
 
+#include "morphology.h"
 #include "parallel.h"
 
 namespace cendetect {
 namespace {
 
-// Buffers reused across the instances one thread refines (no allocation, no page faults per
-// instance). Plain members rather than thread_local: in a shared library every thread_local
-// access goes through __tls_get_addr, which costs more than the loops it would save.
-struct Scratch {
-  std::vector<int64_t> v;
-  std::vector<int32_t> tmp, d2;
-  std::vector<double> z;
-  std::vector<uint8_t> bg, region, core, in_band, strong, cand, outside, hor, keep, reached;
+struct Scratch : morph::Scratch {
+  std::vector<uint8_t> region, core, in_band, strong, cand, outside, hor;
   std::vector<int16_t> d;
-  std::vector<int32_t> stack;
 };
-
-constexpr int32_t kInf = int32_t{1} << 30;  // squared distances stay below (2 * 4096)^2 = 2^26
-
-// Lower envelope of parabolas (Felzenszwalb & Huttenlocher), one line: d[p] = min_q (p - q)^2
-// + f[q] over the q with a finite f. Exact: the minimum is taken over integers; the envelope's
-// breakpoints only decide which parabola is evaluated, and a tie gives the same value.
-void edt_line(int32_t* f, int64_t n, std::vector<int64_t>& v, std::vector<double>& z,
-              std::vector<int32_t>& tmp) {
-  v.resize(static_cast<size_t>(n));
-  z.resize(static_cast<size_t>(n) + 1);
-  tmp.resize(static_cast<size_t>(n));
-  int64_t k = -1;
-  for (int64_t q = 0; q < n; ++q) {
-    const int64_t fq = f[q];
-    if (fq >= kInf) continue;
-    if (k < 0) {
-      k = 0;
-      v[0] = q;
-      z[0] = -std::numeric_limits<double>::infinity();
-      z[1] = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    double s;
-    while (true) {
-      const int64_t p = v[k];
-      s = static_cast<double>((fq + q * q) - (f[p] + p * p)) / (2.0 * static_cast<double>(q - p));
-      if (s <= z[k] && k > 0) {
-        --k;
-        continue;
-      }
-      break;
-    }
-    if (s <= z[k]) {  // k == 0 and the new parabola is lower everywhere left of the old one
-      v[0] = q;
-      z[1] = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    ++k;
-    v[k] = q;
-    z[k] = s;
-    z[k + 1] = std::numeric_limits<double>::infinity();
-  }
-  if (k < 0) {
-    for (int64_t p = 0; p < n; ++p) tmp[p] = kInf;
-  } else {
-    int64_t j = 0;
-    for (int64_t p = 0; p < n; ++p) {
-      while (z[j + 1] < static_cast<double>(p)) ++j;
-      const int64_t q = v[j];
-      tmp[p] = static_cast<int32_t>((p - q) * (p - q) + f[q]);
-    }
-  }
-  std::copy(tmp.begin(), tmp.begin() + n, f);
-}
-
-// Squared Euclidean distance from every pixel of an h x w grid to the nearest feature pixel
-// (kInf when there is none). First phase (Meijster et al.): per column, the distance to the
-// nearest feature in that column, by a downward and an upward sweep over whole rows (contiguous
-// memory); second phase: the lower envelope of parabolas along each row.
-void squared_edt(const std::vector<uint8_t>& feature, int64_t h, int64_t w,
-                 std::vector<int32_t>& d2, Scratch& sc) {
-  d2.resize(static_cast<size_t>(h * w));
-  const int32_t far = static_cast<int32_t>(h + w + 1);  // no feature in the column
-  int32_t* g = d2.data();  // column distances first, squared in place
-  for (int64_t x = 0; x < w; ++x) g[x] = feature[x] ? 0 : far;
-  for (int64_t y = 1; y < h; ++y) {
-    const uint8_t* f = feature.data() + y * w;
-    const int32_t* up = g + (y - 1) * w;
-    int32_t* row = g + y * w;
-    for (int64_t x = 0; x < w; ++x) row[x] = f[x] ? 0 : std::min(up[x] + 1, far);
-  }
-  for (int64_t y = h - 2; y >= 0; --y) {
-    const int32_t* down = g + (y + 1) * w;
-    int32_t* row = g + y * w;
-    for (int64_t x = 0; x < w; ++x) row[x] = std::min(row[x], down[x] + 1);
-  }
-  for (int64_t i = 0; i < h * w; ++i) g[i] = g[i] >= far ? kInf : g[i] * g[i];
-  std::vector<int64_t>& v = sc.v;
-  std::vector<int32_t>& tmp = sc.tmp;
-  std::vector<double>& z = sc.z;
-  for (int64_t y = 0; y < h; ++y) edt_line(g + y * w, w, v, z, tmp);
-}
-
-// Pixels within Euclidean distance r of `mask` (the disk dilation; outside adds nothing).
-void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
-                 std::vector<uint8_t>& out, Scratch& sc) {
-  std::vector<int32_t>& d2 = sc.d2;
-  squared_edt(mask, h, w, d2, sc);
-  out.resize(mask.size());
-  const int64_t r2 = r * r;
-  for (size_t i = 0; i < mask.size(); ++i) out[i] = d2[i] <= r2;
-}
-
-// Pixels whose whole disk of radius r lies in `mask`, outside the grid counting as background.
-void erode_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
-                std::vector<uint8_t>& out, Scratch& sc) {
-  const int64_t ph = h + 2, pw = w + 2;  // a ring of background around the grid
-  std::vector<uint8_t>& bg = sc.bg;
-  bg.assign(static_cast<size_t>(ph * pw), 1);
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) bg[(y + 1) * pw + x + 1] = !mask[y * w + x];
-  }
-  std::vector<int32_t>& d2 = sc.d2;
-  squared_edt(bg, ph, pw, d2, sc);
-  out.resize(mask.size());
-  const int64_t r2 = r * r;
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) out[y * w + x] = d2[(y + 1) * pw + x + 1] > r2;
-  }
-}
 
 // Lower median (sorted[(n - 1) / 2]) of each channel over the selected pixels.
 std::array<int, 3> lower_median(const uint8_t* image, int64_t stride, int64_t rx0, int64_t ry0,
@@ -191,7 +75,7 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
     }
   }
   std::vector<uint8_t>& core = sc.core;
-  erode_disk(region, h, w, std::max<int64_t>(1, round_half_up(params.core_frac * root)), core,
+  morph::erode_disk(region, h, w, std::max<int64_t>(1, round_half_up(params.core_frac * root)), core,
              sc);
   int64_t n_core = 0;
   for (int64_t i = 0; i < n; ++i) n_core += core[i];
@@ -231,7 +115,7 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
       std::max(params.tol_scale * static_cast<double>(spread) + params.tol_offset, params.tol_min),
       params.tol_max);
   std::vector<uint8_t>& in_band = sc.in_band;
-  dilate_disk(region, h, w, band, in_band, sc);
+  morph::dilate_disk(region, h, w, band, in_band, sc);
   // From here on the grids carry a one-pixel pad (never a candidate, never reached by the
   // hole fill's seeds' neighbours), so neighbour reads need no bounds checks.
   const int64_t pw = w + 2, ph = h + 2, pn = pw * ph;
@@ -274,70 +158,8 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
       }
     }
   }
-  // components of cand (8-connected) holding a core pixel
-  std::vector<uint8_t>& keep = sc.keep;
-  keep.assign(static_cast<size_t>(pn), 0);
-  std::vector<int32_t>& stack = sc.stack;
-  stack.clear();
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) {
-      const int64_t j = pad(y, x);
-      if (core[y * w + x] && cand[j]) {
-        keep[j] = 1;
-        stack.push_back(static_cast<int32_t>(j));
-      }
-    }
-  }
-  if (stack.empty()) return false;
-  const int64_t nb8[8] = {-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1};
-  while (!stack.empty()) {
-    const int64_t j = stack.back();
-    stack.pop_back();
-    for (int64_t o : nb8) {
-      const int64_t k = j + o;
-      if (cand[k] && !keep[k]) {
-        keep[k] = 1;
-        stack.push_back(static_cast<int32_t>(k));
-      }
-    }
-  }
-  // holes: background reachable (4-connected) from the region's border stays background; the
-  // pad counts as reached so the fill never leaves the grid
-  std::vector<uint8_t>& reached = sc.reached;
-  reached.assign(static_cast<size_t>(pn), 0);
-  for (int64_t x = 0; x < pw; ++x) reached[x] = reached[(ph - 1) * pw + x] = 1;
-  for (int64_t y = 0; y < ph; ++y) reached[y * pw] = reached[y * pw + pw - 1] = 1;
-  auto seed = [&](int64_t j) {
-    if (!keep[j] && !reached[j]) {
-      reached[j] = 1;
-      stack.push_back(static_cast<int32_t>(j));
-    }
-  };
-  for (int64_t x = 0; x < w; ++x) {
-    seed(pad(0, x));
-    seed(pad(h - 1, x));
-  }
-  for (int64_t y = 0; y < h; ++y) {
-    seed(pad(y, 0));
-    seed(pad(y, w - 1));
-  }
-  while (!stack.empty()) {
-    const int64_t j = stack.back();
-    stack.pop_back();
-    seed(j - pw);
-    seed(j + pw);
-    seed(j - 1);
-    seed(j + 1);
-  }
-  int64_t new_area = 0;
-  out.assign(static_cast<size_t>(n), 0);
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) {
-      const uint8_t v = !reached[pad(y, x)];
-      out[y * w + x] = v;
-      new_area += v;
-    }
-  }
+  const int64_t new_area = morph::seeded_components_filled(cand, core, h, w, out, sc);
+  if (new_area < 0) return false;
   const double a = static_cast<double>(area), na = static_cast<double>(new_area);
   if (!(params.min_ratio * a <= na && na <= params.max_ratio * a)) return false;
   out_window[0] = rx0;
@@ -349,26 +171,27 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
 
 }  // namespace
 
-void refine_bars(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
-                 const int64_t* windows, const int64_t* offsets, const uint8_t* bits,
-                 int64_t bits_size, int64_t n, const uint8_t* refine,
-                 const BarRefineParams& params, std::vector<int64_t>& new_windows,
-                 std::vector<int64_t>& new_offsets, std::vector<uint8_t>& new_bits,
-                 uint8_t* changed) {
+void refine_instances(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
+                      const int64_t* windows, const int64_t* offsets, const uint8_t* bits,
+                      int64_t bits_size, int64_t n, const uint8_t* kinds,
+                      const BarRefineParams& bar_params,
+                      const MosaicRefineParams& mosaic_params,
+                      std::vector<int64_t>& new_windows, std::vector<int64_t>& new_offsets,
+                      std::vector<uint8_t>& new_bits, uint8_t* changed) {
   if (height < 0 || width < 0 || stride < 3 * width) {
-    throw std::invalid_argument("refine_bars: bad image geometry");
+    throw std::invalid_argument("refine_instances: bad image geometry");
   }
-  if (n > 0 && offsets[0] != 0) throw std::invalid_argument("refine_bars: offsets[0] != 0");
+  if (n > 0 && offsets[0] != 0) throw std::invalid_argument("refine_instances: offsets[0] != 0");
   for (int64_t i = 0; i < n; ++i) {
     const int64_t* win = windows + 4 * i;
     if (win[0] < 0 || win[1] < 0 || win[0] > win[2] || win[1] > win[3] || win[2] > width ||
         win[3] > height) {
-      throw std::invalid_argument("refine_bars: window " + std::to_string(i) +
+      throw std::invalid_argument("refine_instances: window " + std::to_string(i) +
                                   " is not inside the image");
     }
     if (offsets[i + 1] - offsets[i] != (win[2] - win[0]) * (win[3] - win[1]) ||
         offsets[i + 1] > bits_size) {
-      throw std::invalid_argument("refine_bars: offsets do not match window " +
+      throw std::invalid_argument("refine_instances: offsets do not match window " +
                                   std::to_string(i) + " and the bits");
     }
   }
@@ -376,12 +199,19 @@ void refine_bars(const uint8_t* image, int64_t height, int64_t width, int64_t st
   new_windows.assign(windows, windows + 4 * n);
   parallel_for(n, 1, [&](int64_t begin, int64_t end) {
     Scratch sc;
+    MosaicScratch msc;
     for (int64_t i = begin; i < end; ++i) {
       changed[i] = 0;
-      if (!refine[i]) continue;
       int64_t win[4];
-      if (refine_bar_impl(image, height, width, stride, windows + 4 * i, bits + offsets[i],
-                          params, win, results[i], sc)) {
+      bool done = false;
+      if (kinds[i] == kRefineBar) {
+        done = refine_bar_impl(image, height, width, stride, windows + 4 * i, bits + offsets[i],
+                               bar_params, win, results[i], sc);
+      } else if (kinds[i] == kRefineMosaic) {
+        done = refine_mosaic_one(image, height, width, stride, windows + 4 * i,
+                                 bits + offsets[i], mosaic_params, win, results[i], msc);
+      }
+      if (done) {
         std::copy(win, win + 4, new_windows.begin() + 4 * i);
         changed[i] = 1;
       }

@@ -9,7 +9,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "refine_mosaic.h"
+
 namespace cendetect {
+
+constexpr uint8_t kRefineNone = 0, kRefineBar = 1, kRefineMosaic = 2;
 
 struct BarRefineParams {
   double band_frac = 0.15;
@@ -31,16 +35,18 @@ struct BarRefineParams {
 // x0, y0, x1, y1 (half-open, inside the image) of its bitmap ([y1 - y0, x1 - x0] bytes, nonzero =
 // in the mask); a refined instance gets the window grown by its band + 1 (clamped to the image)
 // and a new bitmap, a kept one its own.
-// Every instance i with refine[i] != 0, in parallel over instances (compositor threads).
+// Every instance i with kinds[i] == kRefineBar (the bar rule, below) or kRefineMosaic
+// (refine_mosaic.h), in parallel over instances (compositor threads); other kinds are copied.
 // windows [n, 4], offsets [n + 1] and bits: InstanceMasks' layout. On return, new_windows,
 // new_offsets and new_bits hold all n instances (refined or copied) and changed[i] says which
 // were refined. Throws std::invalid_argument (before reading any bitmap) when a window is not
 // inside the image or the offsets do not match the windows and bits_size.
-void refine_bars(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
-                 const int64_t* windows, const int64_t* offsets, const uint8_t* bits,
-                 int64_t bits_size, int64_t n,
-                 const uint8_t* refine, const BarRefineParams& params,
-                 std::vector<int64_t>& new_windows, std::vector<int64_t>& new_offsets,
-                 std::vector<uint8_t>& new_bits, uint8_t* changed);
+void refine_instances(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
+                      const int64_t* windows, const int64_t* offsets, const uint8_t* bits,
+                      int64_t bits_size, int64_t n, const uint8_t* kinds,
+                      const BarRefineParams& bar_params,
+                      const MosaicRefineParams& mosaic_params,
+                      std::vector<int64_t>& new_windows, std::vector<int64_t>& new_offsets,
+                      std::vector<uint8_t>& new_bits, uint8_t* changed);
 
 }  // namespace cendetect

@@ -21,7 +21,7 @@ from torch import Tensor
 from cendetect.engine.compositor import paste_masks
 from cendetect.engine.masks import InstanceMasks
 from cendetect.engine.preprocess import Batch
-from cendetect.engine.refine import refine_masks
+from cendetect.engine.refine import refine_kinds, refine_masks
 
 #: what every engine returns: boxes [N,4], scores [N], labels [N], mask_probs [N,M,M], batch_ids [N]
 RawDetections = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -84,12 +84,13 @@ def to_detections(
     class_names: Sequence[str],
     mask_threshold: float = 0.5,
     images: Sequence[np.ndarray] | None = None,
-    refine_labels: Collection[int] = (),
+    refine_classes: Collection[str] = (),
 ) -> list[Detections]:
     """Split raw detections by image, rescale boxes to original pixels and paste masks.
 
-    With ``images`` (the original BGR images) and ``refine_labels``, the pasted masks of those
-    labels get the exact-edge refinement of :func:`cendetect.engine.refine.refine_masks`.
+    With ``images`` (the original BGR images) and ``refine_classes`` (``"bar"``, ``"mosaic"``),
+    the pasted masks of those classes get their refinement
+    (:func:`cendetect.engine.refine.refine_masks`).
     """
     boxes, scores, labels, mask_probs, batch_ids = (t.detach() for t in raw)
     results: list[Detections] = []
@@ -102,10 +103,10 @@ def to_detections(
         # device the engine ran on.
         masks = paste_masks(mask_probs[sel].cpu(), b, (h, w), mask_threshold)
         lab = labels[sel].to(torch.int64).cpu().numpy()
-        if images is not None and refine_labels and len(lab):
-            which = np.isin(lab, np.fromiter(refine_labels, np.int64))
-            if which.any():
-                masks, _ = refine_masks(images[i], masks, which)
+        if images is not None and refine_classes and len(lab):
+            kinds = refine_kinds(lab, names, frozenset(refine_classes))
+            if kinds.any():
+                masks, _ = refine_masks(images[i], masks, kinds)
         results.append(
             Detections(
                 boxes=b.numpy().astype(np.float32),

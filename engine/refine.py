@@ -20,12 +20,15 @@ soft. A *bar* is one flat colour with hard edges, so its true extent can be read
 6. the result replaces the model's mask only if its area is 0.5-2x the model's; otherwise the
    evidence is weak and the model's mask is kept.
 
-Mosaics are left as they are (see docs/refinement.md for why the obvious cell snapping hurts).
+Mosaics have their own rule (:mod:`cendetect.engine.refine_mosaic`: find the cell grid, then
+decide per cell and per pixel; see docs/refinement.md for why plain cell snapping hurts).
 Coordinates: windows ``x0, y0, x1, y1`` half-open in image pixels, as
 :class:`~cendetect.engine.masks.InstanceMasks`.
 
-:func:`refine_masks` runs the C++ kernel (csrc/refine.cpp, in the compositor's module and
-threads, parallel over instances), which equals :func:`refine_bar_reference` pixel for pixel.
+:func:`refine_masks` runs the C++ kernels (csrc/refine.cpp and csrc/refine_mosaic.cpp, in the
+compositor's module and threads, parallel over instances), which equal
+:func:`refine_bar_reference` and :func:`~cendetect.engine.refine_mosaic.refine_mosaic_reference`
+pixel for pixel.
 """
 
 from __future__ import annotations
@@ -37,13 +40,23 @@ import numpy as np
 
 from cendetect.engine.compositor import _native
 from cendetect.engine.masks import InstanceMasks
+from cendetect.engine.refine_mosaic import MosaicRefineParams, refine_mosaic_reference
 
 __all__ = [
+    "REFINE_BAR",
+    "REFINE_MOSAIC",
+    "REFINE_NONE",
     "BarRefineParams",
+    "MosaicRefineParams",
     "refine_bar_reference",
+    "refine_kinds",
     "refine_masks",
     "refine_masks_reference",
 ]
+
+#: what :func:`refine_masks` does with an instance (``kinds[i]``)
+REFINE_NONE, REFINE_BAR, REFINE_MOSAIC = 0, 1, 2
+_MOSAIC_DEFAULTS = MosaicRefineParams()
 
 
 @dataclass(frozen=True)
@@ -156,27 +169,57 @@ def refine_bar_reference(
     return (rx0, ry0, rx1, ry1), out
 
 
+def _kinds(kinds: np.ndarray, n: int) -> np.ndarray:
+    """``uint8 [n]`` refinement kinds; a bool array means bars (the older calling form)."""
+    k = np.asarray(kinds).reshape(-1)
+    k = k.astype(np.uint8) if k.dtype == np.bool_ else k
+    if k.shape[0] != n:
+        raise ValueError(f"kinds has {k.shape[0]} entries for {n} masks")
+    if k.size and (int(k.min()) < 0 or int(k.max()) > REFINE_MOSAIC):
+        raise ValueError("kinds must hold 0 (none), 1 (bar) or 2 (mosaic)")
+    return np.ascontiguousarray(k, dtype=np.uint8)
+
+
+def refine_kinds(
+    labels: np.ndarray, class_names: tuple[str, ...] | list[str], classes: frozenset[str]
+) -> np.ndarray:
+    """``uint8 [N]`` kinds for detections: ``REFINE_BAR`` for a label named ``bar``,
+    ``REFINE_MOSAIC`` for ``mosaic``, each only if its name is in ``classes``."""
+    table = np.zeros(max(len(class_names), 1), np.uint8)
+    for i, name in enumerate(class_names):
+        if name in classes and name == "bar":
+            table[i] = REFINE_BAR
+        elif name in classes and name == "mosaic":
+            table[i] = REFINE_MOSAIC
+    return table[np.asarray(labels, np.int64)] if len(labels) else np.zeros(0, np.uint8)
+
+
 def refine_masks_reference(
     image: np.ndarray,
     masks: InstanceMasks,
-    labels: np.ndarray,
-    bar_labels: set[int],
+    kinds: np.ndarray,
     params: BarRefineParams = BarRefineParams(),
+    mosaic_params: MosaicRefineParams = _MOSAIC_DEFAULTS,
 ) -> tuple[InstanceMasks, np.ndarray]:
-    """Refine every instance whose label is in ``bar_labels``; others are copied.
+    """Refine every instance by its kind (``REFINE_BAR``, ``REFINE_MOSAIC``; a bool array
+    means bars); others are copied.
 
     Returns:
         (the refined masks, bool ``[N]``: which instances were changed).
     """
+    kinds = _kinds(kinds, len(masks.windows))
     windows, crops, changed = [], [], np.zeros(len(masks.windows), bool)
     for i, win in enumerate(masks.windows):
         win_t = tuple(int(v) for v in win)
         crop = masks.crop(i)
-        if int(labels[i]) in bar_labels:
+        res = None
+        if kinds[i] == REFINE_BAR:
             res = refine_bar_reference(image, win_t, crop, params)
-            if res is not None:
-                win_t, crop = res
-                changed[i] = True
+        elif kinds[i] == REFINE_MOSAIC:
+            res = refine_mosaic_reference(image, win_t, crop, mosaic_params)
+        if res is not None:
+            win_t, crop = res
+            changed[i] = True
         windows.append(win_t)
         crops.append(np.asarray(crop, np.uint8).reshape(-1))
     offsets = np.concatenate([[0], np.cumsum([c.size for c in crops])]).astype(np.int64)
@@ -188,20 +231,23 @@ def refine_masks_reference(
 def refine_masks(
     image: np.ndarray,
     masks: InstanceMasks,
-    refine: np.ndarray,
+    kinds: np.ndarray,
     params: BarRefineParams = BarRefineParams(),
+    mosaic_params: MosaicRefineParams = _MOSAIC_DEFAULTS,
 ) -> tuple[InstanceMasks, np.ndarray]:
-    """Refine the instances with ``refine[i]`` (bars) by the C++ kernel; others are copied.
+    """Refine each instance by its kind with the C++ kernels; others are copied.
 
     Args:
         image: BGR uint8 ``[H, W, 3]`` (any row stride, packed pixels), the image the masks
             were pasted for (``masks.image_size``).
         masks: the pasted masks.
-        refine: bool ``[N]``.
+        kinds: ``[N]`` of ``REFINE_NONE`` / ``REFINE_BAR`` / ``REFINE_MOSAIC`` (a bool array
+            means bars).
     Returns:
         (the refined masks, bool ``[N]``: which instances were changed).
     Raises:
-        ValueError: the image is not BGR uint8 of the masks' size, or ``refine`` is not ``[N]``.
+        ValueError: the image is not BGR uint8 of the masks' size, or ``kinds`` is not ``[N]``
+            of known kinds.
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -211,17 +257,16 @@ def refine_masks(
             f"image is {image.shape[1]}x{image.shape[0]} but the masks were pasted for "
             f"{masks.image_size[1]}x{masks.image_size[0]}"
         )
-    refine = np.ascontiguousarray(refine, dtype=bool).reshape(-1)
-    if refine.shape[0] != len(masks.windows):
-        raise ValueError(f"refine has {refine.shape[0]} entries for {len(masks.windows)} masks")
+    kinds = _kinds(kinds, len(masks.windows))
     if image.strides[2] != 1 or image.strides[1] != 3:
         image = np.ascontiguousarray(image)
-    windows, offsets, data, changed = _native().refine_bars(
+    windows, offsets, data, changed = _native().refine_instances(
         image,
         masks.windows,
         masks.offsets,
         masks.data,
-        refine.view(np.uint8),
+        kinds,
         asdict(params),
+        asdict(mosaic_params),
     )
     return InstanceMasks._trusted(masks.image_size, windows, offsets, data), changed.astype(bool)

@@ -388,8 +388,8 @@ def test_default_streams_and_thread_shares() -> None:
 def test_refine_flag_reaches_the_detector(
     tiny_ckpt: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--refine auto`` (default) sends the bar masks through the refinement, ``off`` never
-    calls it; the API refuses an unknown mode, the command line too."""
+    """``--refine auto`` (default) sends the bar (and mosaic) masks through the refinement,
+    ``off`` never calls it; the API refuses an unknown mode, the command line too."""
     import cendetect.engine.postprocess as post
     from cendetect import Detector
 
@@ -421,11 +421,20 @@ def test_refine_flag_reaches_the_detector(
     assert exc.value.code == 2
 
 
-def test_refined_labels_follow_the_class_names(tiny_detector) -> None:
+def test_refined_classes_follow_the_class_names(tiny_detector) -> None:
     import copy
+
+    from cendetect.engine.refine import REFINE_BAR, REFINE_MOSAIC, refine_kinds
 
     det = copy.copy(tiny_detector)
     det.refine = "auto"
-    assert det.refined_labels() == frozenset(i for i, n in enumerate(det.class_names) if n == "bar")
+    assert det.refined_classes() == frozenset({"bar", "mosaic"}) & set(det.class_names)
+    det.class_names = ("mosaic", "cat", "bar")
+    assert det.refined_classes() == frozenset({"bar", "mosaic"})
+    kinds = refine_kinds(np.array([2, 1, 0, 2]), det.class_names, det.refined_classes())
+    assert kinds.tolist() == [REFINE_BAR, 0, REFINE_MOSAIC, REFINE_BAR]
+    assert refine_kinds(np.array([0, 2]), det.class_names, frozenset({"bar"})).tolist() == [0, 1]
+    det.class_names = ("cat",)  # a model without those classes is left as it is
+    assert det.refined_classes() == frozenset()
     det.refine = "off"
-    assert det.refined_labels() == frozenset()
+    assert det.refined_classes() == frozenset()

@@ -9,6 +9,8 @@ import pytest
 from cendetect.data.paint import paint_bar
 from cendetect.engine.masks import InstanceMasks
 from cendetect.engine.refine import (
+    REFINE_BAR,
+    REFINE_NONE,
     BarRefineParams,
     refine_bar_reference,
     refine_masks,
@@ -103,7 +105,7 @@ def test_area_outside_the_ratio_keeps_the_model_mask() -> None:
     assert _refine_full(img, model, BarRefineParams(max_ratio=0.9)) is None
 
 
-def test_refine_masks_only_touches_bar_labels() -> None:
+def test_refine_masks_only_touches_bar_kinds() -> None:
     img, truth = _scene(6)
     model = _model_mask(truth)
     ys, xs = np.nonzero(model)
@@ -111,7 +113,7 @@ def test_refine_masks_only_touches_bar_labels() -> None:
     crop = model[win[0, 1] : win[0, 3], win[0, 0] : win[0, 2]].astype(np.uint8).reshape(-1)
     masks = InstanceMasks((200, 240), win, np.array([0, crop.size, 2 * crop.size]),
                           np.concatenate([crop, crop]))  # fmt: skip
-    out, changed = refine_masks_reference(img, masks, np.array([0, 1]), {0})
+    out, changed = refine_masks_reference(img, masks, np.array([REFINE_BAR, REFINE_NONE]))
     assert changed.tolist() == [True, False]
     assert np.array_equal(out.crop(1), masks.crop(1))
     full = out.to_full()
@@ -159,7 +161,7 @@ def test_kernel_equals_reference_pixel_for_pixel() -> None:
         img, masks, which = _random_case(seed)
         for params in (BarRefineParams(), BarRefineParams(edge_rule=False, band_frac=0.3)):
             ours, ch = refine_masks(img, masks, which, params)
-            ref, ch_ref = refine_masks_reference(img, masks, which.astype(int), {1}, params)
+            ref, ch_ref = refine_masks_reference(img, masks, which, params)
             assert np.array_equal(ch, ch_ref), seed
             assert np.array_equal(ours.windows, ref.windows), seed
             assert np.array_equal(ours.offsets, ref.offsets), seed
@@ -183,7 +185,7 @@ def test_kernel_threads_and_errors() -> None:
     assert np.array_equal(one.data, two.data) and np.array_equal(one.windows, two.windows)
     with pytest.raises(ValueError, match="masks were pasted for"):
         refine_masks(img[:-1], masks, which)
-    with pytest.raises(ValueError, match="refine has"):
+    with pytest.raises(ValueError, match="kinds has"):
         refine_masks(img, masks, which[:-1])
     # a non-packed view is copied, not misread
     wide = np.zeros((img.shape[0], img.shape[1], 4), np.uint8)

@@ -1,0 +1,42 @@
+// Exact binary morphology and region clean-up shared by the mask refinements (refine.cpp for
+// bars, refine_mosaic.cpp for mosaics). Everything is integer arithmetic: Euclidean disks come
+// from exact squared distance transforms, so the results equal OpenCV's erode/dilate with the
+// disk kernel `dx^2 + dy^2 <= r^2` (engine/refine.py's reference) pixel for pixel.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace cendetect {
+namespace morph {
+
+// Buffers reused across the instances one thread refines (no allocation, no page faults per
+// instance). Plain members rather than thread_local: in a shared library every thread_local
+// access goes through __tls_get_addr, which costs more than the loops it would save.
+struct Scratch {
+  std::vector<int64_t> v;
+  std::vector<int32_t> tmp, d2;
+  std::vector<double> z;
+  std::vector<uint8_t> bg, keep, reached;
+  std::vector<int32_t> stack;
+};
+
+// Pixels within Euclidean distance r of `mask` (h x w, row-major; the disk dilation, outside
+// the grid adds nothing).
+void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
+                 std::vector<uint8_t>& out, Scratch& sc);
+
+// Pixels whose whole disk of radius r lies in `mask`, outside the grid counting as background.
+void erode_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
+                std::vector<uint8_t>& out, Scratch& sc);
+
+// The 8-connected components of `cand` that hold a pixel of `seeds`, with their holes filled
+// (background not 4-connected to the grid's border). `cand` is (h + 2) x (w + 2) with a ring of
+// zeros around the h x w grid; `seeds` and `out` are h x w. Returns the area of `out`, or -1
+// (out untouched) when no seed pixel is in `cand`.
+int64_t seeded_components_filled(const std::vector<uint8_t>& cand,
+                                 const std::vector<uint8_t>& seeds, int64_t h, int64_t w,
+                                 std::vector<uint8_t>& out, Scratch& sc);
+
+}  // namespace morph
+}  // namespace cendetect
