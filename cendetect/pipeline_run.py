@@ -34,6 +34,8 @@ from cendetect.engine.postprocess import Detections
 from cendetect.io.atomic import write_image_atomic
 from cendetect.io.coco import CocoWriter
 from cendetect.io.decode import read_image_file
+from cendetect.io.deepcreampy import CLASSES as DCP_CLASSES
+from cendetect.io.deepcreampy import Ledger, write_deepcreampy
 from cendetect.io.opex import write_opex
 from cendetect.io.roi_csv import write_roi_csv
 from cendetect.pipeline import decoded_in_order, select
@@ -58,6 +60,9 @@ class OutputOptions:
         save_json: ``"coco"`` (one ``coco.json`` in the output root), ``"opex"`` (one
             ``.json`` beside each output image) or None.
         save_csv: write a ROI CSV (``*-rois.csv``) beside each output image.
+        layout: ``"tree"`` (the input's sub-folders, one output image per input) or
+            ``"deepcreampy"`` (:mod:`cendetect.io.deepcreampy`: flat per-class folders).
+        layout_classes: the per-class trees of the deepcreampy layout.
     """
 
     mode: str = "fill"
@@ -66,6 +71,8 @@ class OutputOptions:
     classes: tuple[str, ...] | None = None
     save_json: str | None = None
     save_csv: bool = False
+    layout: str = "tree"
+    layout_classes: tuple[str, ...] = DCP_CLASSES
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,13 @@ class Job:
         source: the input file.
         name: its path relative to the input root (``file_name`` in COCO, ``file`` in CSV).
         image: the output image path; ``opex`` and ``csv`` are derived from it.
+        flat: the file name in the deepcreampy layout's flat folders (None in the tree layout).
     """
 
     source: Path
     name: str
     image: Path
+    flat: str | None = None
 
     @property
     def opex(self) -> Path:
@@ -107,6 +116,8 @@ class Summary:
     skipped: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: deepcreampy layout: images written into each class's tree (and "neither")
+    trees: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
@@ -117,29 +128,50 @@ class Summary:
             self.skip(k, v)
         self.failed.extend(other.failed)
         self.seconds += other.seconds
+        for k, v in other.trees.items():
+            self.trees[k] = self.trees.get(k, 0) + v
 
     def line(self) -> str:
         """``12 processed, 3 skipped (3 already done), 1 failed in 4.2 s (2.9 images/s)``."""
         n_skip = sum(self.skipped.values())
         why = ", ".join(f"{v} {k}" for k, v in sorted(self.skipped.items()))
         rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        trees = ""
+        if self.trees:
+            parts = [f"{v} in {k}/" for k, v in self.trees.items() if k != "neither"]
+            trees = f"; {', '.join(parts)}, {self.trees.get('neither', 0)} with neither"
         return (
             f"{self.processed} processed, {n_skip} skipped" + (f" ({why})" if why else "")
             + f", {len(self.failed)} failed in {self.seconds:.1f} s ({rate:.2f} images/s)"
+            + trees
         )  # fmt: skip
 
 
-def plan_jobs(inputs: Sequence[Path], mapping: dict[Path, Path], input_root: Path) -> list[Job]:
-    """Jobs for ``inputs`` with output images from ``mapping`` (see ``io.discovery``)."""
+def plan_jobs(
+    inputs: Sequence[Path],
+    mapping: dict[Path, Path],
+    input_root: Path,
+    flat: dict[Path, str] | None = None,
+) -> list[Job]:
+    """Jobs for ``inputs`` with output images from ``mapping`` (see ``io.discovery``) and, for
+    the deepcreampy layout, flat names from ``flat`` (``io.deepcreampy.flat_names``)."""
     base = input_root if input_root.is_dir() else input_root.parent
     jobs = []
     for p in inputs:
         name = p.relative_to(base).as_posix() if p.is_relative_to(base) else p.name
-        jobs.append(Job(source=p, name=name, image=mapping[p]))
+        jobs.append(Job(source=p, name=name, image=mapping[p], flat=flat[p] if flat else None))
     return jobs
 
 
-def _write(job: Job, image: np.ndarray, det: Detections, opts: OutputOptions) -> None:
+def _write(
+    job: Job, image: np.ndarray, det: Detections, opts: OutputOptions, output_root: Path
+) -> dict[str, list[str]] | None:
+    """Write one input's outputs; in the deepcreampy layout, returns what it wrote per class."""
+    if opts.layout == "deepcreampy":
+        assert job.flat is not None
+        return write_deepcreampy(
+            output_root, job.flat, image, det, opts.layout_classes, opts.dilate
+        )
     if opts.mode == "mask":
         out = det.composite(image, mode="mask", dilate=opts.dilate)
     else:
@@ -149,6 +181,7 @@ def _write(job: Job, image: np.ndarray, det: Detections, opts: OutputOptions) ->
         write_opex(job.opex, det, job.name)
     if opts.save_csv:
         write_roi_csv(job.csv, det, job.source.name)
+    return None
 
 
 def _predict_one(
@@ -230,9 +263,14 @@ def run_images(
     t0 = time.perf_counter()
     summary = Summary()
     coco_path = output_root / COCO_FILE
+    ledger = Ledger(output_root) if opts.layout == "deepcreampy" else None
     todo = []
     for job in jobs:
-        if not overwrite and all(p.is_file() for p in job.outputs(opts)):
+        if ledger is not None and job.flat is not None:
+            done = not overwrite and ledger.finished(job.flat, output_root)
+        else:
+            done = not overwrite and all(p.is_file() for p in job.outputs(opts))
+        if done:
             summary.skip("already done")
         else:
             todo.append(job)
@@ -256,7 +294,8 @@ def run_images(
 
     # Writes in flight, in input order. The COCO file is filled here, on this thread, as each
     # write completes, so its images keep the input order whatever the thread timing.
-    writing: deque[tuple[Job, Detections, Future[None]]] = deque()
+    # The deepcreampy ledger is appended here too, after the input's files are written.
+    writing: deque[tuple[Job, Detections, Future[dict[str, list[str]] | None]]] = deque()
 
     def settle(limit: int) -> None:
         while len(writing) > limit:
@@ -267,6 +306,11 @@ def run_images(
             else:
                 if coco is not None:
                     coco.add(job.name, det)
+                written = fut.result()
+                if ledger is not None and job.flat is not None and written is not None:
+                    ledger.record(job.flat, written)
+                    for cls in written or {"neither": []}:
+                        summary.trees[cls] = summary.trees.get(cls, 0) + 1
                 summary.processed += 1
                 bar.update(1)
 
@@ -292,7 +336,9 @@ def run_images(
                     if det is None:
                         continue
                     det = select(det, opts.confidence, opts.classes)
-                    writing.append((job, det, pool.submit(_write, job, image, det, opts)))
+                    writing.append(
+                        (job, det, pool.submit(_write, job, image, det, opts, output_root))
+                    )
                 settle(2 * max(1, workers) + batch_size)
 
         def flush() -> None:

@@ -52,6 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     g.add_argument("--save-csv", action="store_true", help="a ROI CSV (*-rois.csv) per image")
     g.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
+    g.add_argument(
+        "--layout",
+        choices=("tree", "deepcreampy"),
+        default="tree",
+        help="tree (default): one output per input, keeping sub-folders; deepcreampy: "
+        "DeepCreamPy's flat folders OUT/bar/decensor_input, OUT/mosaic/decensor_input and "
+        "OUT/mosaic/decensor_input_original, each image filled with its own class's regions "
+        "(--classes picks the trees; sub-folders are joined into the name by '__')",
+    )
     e = p.add_argument_group("execution")
     e.add_argument("--batch-size", type=int, help="images per model call (default 4 on cuda, 1)")
     e.add_argument("--workers", type=int, default=2, help="decode/encode threads (default 2)")
@@ -70,6 +79,32 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
+
+
+def _deepcreampy_checks(args: argparse.Namespace, class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The trees a deepcreampy run makes; refuses options that layout cannot honour."""
+    from cendetect.io.deepcreampy import CLASSES
+
+    if args.mode != "fill":
+        raise CliError(f"--layout deepcreampy writes green fills; --mode {args.mode} cannot apply")
+    if args.save_json or args.save_csv:
+        raise CliError(
+            "--layout deepcreampy writes only DeepCreamPy's folders; run without --layout for "
+            "--save-json / --save-csv"
+        )
+    wanted = args.classes or tuple(c for c in CLASSES if c in class_names)
+    other = [c for c in wanted if c not in CLASSES]
+    if other:
+        raise CliError(
+            f"--layout deepcreampy: DeepCreamPy has no mode for class {other[0]!r}; its trees "
+            f"are {', '.join(CLASSES)}"
+        )
+    if not wanted:
+        raise CliError(
+            f"--layout deepcreampy: this model has neither {' nor '.join(CLASSES)} "
+            f"(its classes: {', '.join(class_names)})"
+        )
+    return wanted
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
                 f"--classes: unknown class {unknown[0]!r}; this model's classes are "
                 f"{', '.join(detector.class_names)}"
             )
+    layout_classes: tuple[str, ...] = ()
+    if args.layout == "deepcreampy":
+        layout_classes = _deepcreampy_checks(args, detector.class_names)
     batch_size = args.batch_size or (4 if detector.device.type == "cuda" else 1)
     streams = args.streams or default_streams(detector.device.type)
     if streams > 1 and not detector.concurrent:
@@ -124,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         classes=args.classes,
         save_json=args.save_json,
         save_csv=args.save_csv,
+        layout=args.layout,
+        layout_classes=layout_classes or OutputOptions().layout_classes,
     )
     images = [p for p in inputs if not is_video(p)]
     videos = [p for p in inputs if is_video(p)]
@@ -131,10 +171,22 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in listing_errors:
         say(f"{path}: {reason}")
         summary.failed.append((path, reason))
+    flat = None
+    if args.layout == "deepcreampy":
+        from cendetect.io.deepcreampy import LayoutError, flat_names
+
+        try:  # before anything is written
+            flat = flat_names(images, args.input_path)
+        except LayoutError as exc:
+            raise CliError(str(exc)) from None
+        for v in videos:
+            say(f"{v}: skipped: the deepcreampy layout takes images (DeepCreamPy reads images)")
+        summary.skip("videos (the deepcreampy layout takes images)", len(videos))
+        videos = []
     progress = False if args.no_progress else None
     if images:
         jobs = plan_jobs(images, output_paths(images, args.input_path, args.output_path),
-                         args.input_path)  # fmt: skip
+                         args.input_path, flat)  # fmt: skip
         summary.merge(
             run_images(
                 detector, jobs, opts, args.output_path, batch_size=batch_size,
