@@ -188,6 +188,10 @@ def parse_config_text(text: str, source: str = "<config>") -> dict[str, Any]:
     return reader.names
 
 
+#: the keep-ratio resize rules :class:`PreprocessConfig` reproduces (each family's own)
+RESIZE_RULES = ("mmcv", "detectron2", "maskrcnn_benchmark")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Test-time image pre-processing, as mmdetection's test pipeline does it.
@@ -200,6 +204,11 @@ class PreprocessConfig:
         std: per-channel divisor, same order as ``mean``.
         to_rgb: swap decoded BGR images to RGB before normalising.
         size_divisor: pad bottom/right with zeros (after normalising) to a multiple of this.
+        resize: whose keep-ratio resize, exactly (``engine/preprocess.py``): ``"mmcv"``
+            (mmdetection: mmcv's size rule, OpenCV bilinear), ``"detectron2"``
+            (``ResizeShortestEdge``: its size rule, PIL bilinear) or ``"maskrcnn_benchmark"``
+            (its demo ``Resize``: truncating size rule, PIL bilinear). With the last two,
+            ``img_scale`` is (``MAX_SIZE_TEST``, ``MIN_SIZE_TEST``).
     """
 
     img_scale: tuple[int, int] = (1333, 800)
@@ -208,6 +217,13 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     to_rgb: bool = True
     size_divisor: int = 32
+    resize: str = "mmcv"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(
+                f"PreprocessConfig.resize={self.resize!r}: use one of {', '.join(RESIZE_RULES)}"
+            )
 
 
 def _get(mapping: Any, *keys: str) -> Any:

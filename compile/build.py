@@ -52,6 +52,11 @@ def default_input_spec(cfg: PreprocessConfig) -> InputSpec:
         size = _round_up((h, w), d)
         return InputSpec(min=size, opt=size, max=size)
     long, short = max(cfg.img_scale), min(cfg.img_scale)
+    if cfg.resize == "maskrcnn_benchmark":
+        # its size rule rounds the short side up before truncating the long one, which can
+        # pass MAX_SIZE_TEST by up to half the aspect ratio (1334 x 417 for 1333): one more
+        # size-divisor step covers ratios up to 2 * d
+        long += d
     lo = _MIN_STEPS * d
     return InputSpec(min=(lo, lo), opt=_round_up((short, long), d), max=_round_up((long, long), d))
 

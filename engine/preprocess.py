@@ -1,9 +1,23 @@
-"""Test-time pre-processing with mmdetection 2.28 semantics (also what 3.x does).
+"""Test-time pre-processing with mmdetection 2.28 semantics (also what 3.x does), or with
+detectron2's or maskrcnn-benchmark's own resize for checkpoints of those families.
 
-For each BGR uint8 image: keep-ratio resize with OpenCV bilinear interpolation to fit
-``img_scale`` (mmcv ``imrescale``), BGR->RGB if the config says so, ``(x - mean) / std`` in
-float32, then zero padding at the bottom/right to a multiple of ``size_divisor`` (padding after
-normalisation, so the pad value is 0 in normalised space). A batch is padded to its largest image.
+For each BGR uint8 image: keep-ratio resize to fit ``img_scale``, BGR->RGB if the config says
+so, ``(x - mean) / std`` in float32, then zero padding at the bottom/right to a multiple of
+``size_divisor`` (padding after normalisation, so the pad value is 0 in normalised space). A
+batch is padded to its largest image. The resize is each family's own (``cfg.resize``):
+
+- ``mmcv``: mmcv's ``rescale_size`` (one factor, each side rounded half up), OpenCV bilinear;
+- ``detectron2``: ``ResizeShortestEdge.get_output_shape`` (short side to ``MIN_SIZE_TEST``,
+  then both sides scaled down if the long one passes ``MAX_SIZE_TEST``, each rounded half up
+  at the end), PIL bilinear on the uint8 image (``ResizeTransform``);
+- ``maskrcnn_benchmark``: its ``Resize.get_size`` (the short side lowered to
+  ``round(max * short / long)`` when the long one would pass ``MAX_SIZE_TEST``, the long side
+  *truncated*), PIL bilinear (torchvision's resize of a PIL image). Its demo then divides by 255
+  (``ToTensor``) and multiplies by 255 (``to_bgr255``) in float32, which gives every grey level
+  back exactly (tested), so nothing else differs before the mean is subtracted.
+
+PIL is the exact path for those two: both families call it. Pillow's bilinear filters over a
+wider support when it shrinks, so it is not OpenCV's ``INTER_LINEAR``.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from cendetect.config import PreprocessConfig
@@ -57,14 +72,63 @@ def rescale_size(h: int, w: int, img_scale: tuple[int, int]) -> tuple[int, int]:
     return int(h * factor + 0.5), int(w * factor + 0.5)
 
 
+def detectron2_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
+    """(new_h, new_w) as detectron2's ``ResizeShortestEdge.get_output_shape``."""
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image has an empty side: {h}x{w}")
+    size = short * 1.0
+    scale = size / min(h, w)
+    if h < w:
+        newh, neww = size, scale * w
+    else:
+        newh, neww = scale * h, size
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh = newh * scale
+        neww = neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def maskrcnn_benchmark_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
+    """(new_h, new_w) as maskrcnn-benchmark's ``Resize.get_size`` (the long side truncated)."""
+    if h <= 0 or w <= 0:
+        raise ValueError(f"image has an empty side: {h}x{w}")
+    size = short
+    lo, hi = float(min(w, h)), float(max(w, h))
+    if hi / lo * size > max_size:
+        size = int(round(max_size * lo / hi))  # Python's round: half to even, as theirs
+    if (w <= h and w == size) or (h <= w and h == size):
+        return h, w
+    if w < h:
+        return int(size * h / w), size
+    return size, int(size * w / h)
+
+
+def output_size(h: int, w: int, cfg: PreprocessConfig) -> tuple[int, int]:
+    """(new_h, new_w) the pre-processing resizes an ``h x w`` image to."""
+    if not cfg.keep_ratio:
+        new_w, new_h = cfg.img_scale
+        return new_h, new_w
+    if cfg.resize == "detectron2":
+        return detectron2_size(h, w, min(cfg.img_scale), max(cfg.img_scale))
+    if cfg.resize == "maskrcnn_benchmark":
+        return maskrcnn_benchmark_size(h, w, min(cfg.img_scale), max(cfg.img_scale))
+    return rescale_size(h, w, cfg.img_scale)
+
+
+def _pil_bilinear(image: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
+    """PIL's bilinear resize of a uint8 ``[H, W, 3]`` array (channel order is irrelevant)."""
+    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+
+
 def resize_image(image: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Resize one BGR image; returns it and its float32 scale factor ``[w_s, h_s, w_s, h_s]``."""
     h, w = image.shape[:2]
-    if cfg.keep_ratio:
-        new_h, new_w = rescale_size(h, w, cfg.img_scale)
-    else:
-        new_w, new_h = cfg.img_scale
-    if (new_h, new_w) != (h, w):
+    new_h, new_w = output_size(h, w, cfg)
+    if cfg.resize != "mmcv":
+        # both families call PIL whatever the size (an equal size is a copy there)
+        image = _pil_bilinear(np.ascontiguousarray(image), new_h, new_w)
+    elif (new_h, new_w) != (h, w):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     sf = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
     return image, sf

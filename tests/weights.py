@@ -31,11 +31,14 @@ import numpy as np
 import torch
 
 __all__ = [
+    "FAMILY_FIXTURES",
     "check_weights_sample",
     "inexact_fixture_weights",
     "rebuild_state_dict",
     "save_mmdet2_checkpoint",
+    "save_family_checkpoint",
     "save_mmdet3_checkpoint",
+    "rule_of",
     "scalar_normals",
     "state_dict_sha256",
     "weights_sample",
@@ -109,6 +112,27 @@ def _seeded_tensor(seed: int, name: str, shape: list[int], dtype: torch.dtype) -
     return t.to(dtype)
 
 
+def _family_tensor(seed: int, name: str, shape: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """The rule of the detectron2 and maskrcnn-benchmark fixtures (their README.md)."""
+    if dtype != torch.float32:
+        return torch.zeros(shape, dtype=dtype)
+    s = int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
+    g = torch.Generator().manual_seed(s)
+    if len(shape) == 1 and name.endswith("bias"):
+        return torch.randn(shape, generator=g) * 0.1
+    if len(shape) == 1:
+        return torch.rand(shape, generator=g) * 0.5 + 0.5
+    gain = 1.0 if ".fpn_" in name else math.sqrt(2)
+    # one float multiplier, as for the mmdet fixtures: the README's "* gain / sqrt(...)" read
+    # left to right rounds twice and misses the hash
+    return torch.randn(shape, generator=g) * (gain / math.sqrt(math.prod(shape[1:])))
+
+
+#: how each fixture folder's weights are drawn: "mmdet" (tests/data/mmdet/README.md) or
+#: "family" (tests/data/detectron2/README.md, also maskrcnn_benchmark's)
+_RULES = {"mmdet": _seeded_tensor, "family": _family_tensor}
+
+
 def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     """sha256 over each name's bytes then the tensor's contiguous bytes, names sorted."""
     digest = hashlib.sha256()
@@ -118,8 +142,11 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def rebuild_state_dict(arch_dir: Path) -> dict[str, torch.Tensor]:
+def rebuild_state_dict(arch_dir: Path, rule: str = "mmdet") -> dict[str, torch.Tensor]:
     """The fixture state dict of ``arch_dir`` (keys.json order), verified against expected.json.
+
+    ``rule``: ``"mmdet"`` for the mmdetection fixtures, ``"family"`` for detectron2's and
+    maskrcnn-benchmark's.
 
     Raises:
         ValueError: the rebuilt weights do not hash to ``state_dict_sha256``.
@@ -128,7 +155,8 @@ def rebuild_state_dict(arch_dir: Path) -> dict[str, torch.Tensor]:
     expected = json.loads((arch_dir / "expected.json").read_text())
     keys = json.loads((arch_dir / "keys.json").read_text())
     seed = int(expected["seed"])
-    out = {name: _seeded_tensor(seed, name, shape, _DTYPES[dt]) for name, shape, dt in keys}
+    draw = _RULES[rule]
+    out = {name: draw(seed, name, shape, _DTYPES[dt]) for name, shape, dt in keys}
     with np.load(arch_dir / "overrides.npz") as overrides:
         for name in overrides.files:
             if name not in out:
@@ -140,7 +168,7 @@ def rebuild_state_dict(arch_dir: Path) -> dict[str, torch.Tensor]:
     digest = state_dict_sha256(out)
     if digest != expected["state_dict_sha256"]:
         if scalar_normals() and _cpu_has_avx2() and "_CENDETECT_WEIGHTS_CHILD" not in os.environ:
-            return _rebuild_vectorized(arch_dir)
+            return _rebuild_vectorized(arch_dir, rule)
         if scalar_normals():
             check_weights_sample(arch_dir, out)
             return out
@@ -151,7 +179,7 @@ def rebuild_state_dict(arch_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _rebuild_vectorized(arch_dir: Path) -> dict[str, torch.Tensor]:
+def _rebuild_vectorized(arch_dir: Path, rule: str = "mmdet") -> dict[str, torch.Tensor]:
     """:func:`rebuild_state_dict` in a child whose ATen takes this CPU's vectorized path
     (``ATEN_CPU_CAPABILITY`` unset), hash-checked there; handed back through a file."""
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
@@ -163,9 +191,10 @@ def _rebuild_vectorized(arch_dir: Path) -> dict[str, torch.Tensor]:
         code = (
             "import sys, torch\n"
             "from tests.weights import rebuild_state_dict\n"
-            "torch.save(rebuild_state_dict(sys.argv[1]), sys.argv[2])\n"
+            "torch.save(rebuild_state_dict(sys.argv[1], sys.argv[3]), sys.argv[2])\n"
         )
-        subprocess.run([sys.executable, "-c", code, str(arch_dir), str(out)], env=env, check=True)
+        cmd = [sys.executable, "-c", code, str(arch_dir), str(out), rule]
+        subprocess.run(cmd, env=env, check=True)
         return torch.load(out, weights_only=True)
 
 
@@ -237,20 +266,39 @@ def save_mmdet3_checkpoint(arch_dir: Path, out_path: Path) -> Path:
     return Path(out_path)
 
 
+#: fixture folders whose weights follow the "family" rule
+FAMILY_FIXTURES = ("detectron2", "maskrcnn_benchmark")
+
+
+def rule_of(folder: Path) -> str:
+    """The weight rule of a fixture folder (see :data:`_RULES`)."""
+    return "family" if Path(folder).name in FAMILY_FIXTURES else "mmdet"
+
+
+def save_family_checkpoint(fixture_dir: Path, out_path: Path, prefix: str = "") -> Path:
+    """Write ``{"model": state_dict}`` as detectron2's ``DetectionCheckpointer`` and
+    maskrcnn-benchmark's ``Checkpointer`` save it; ``prefix="module."`` gives what a
+    DistributedDataParallel training run saves."""
+    sd = rebuild_state_dict(fixture_dir, "family")
+    torch.save({"model": {prefix + k: v for k, v in sd.items()}}, out_path)
+    return Path(out_path)
+
+
 def _write_samples(folders: list[Path]) -> None:
     if scalar_normals():
         raise SystemExit("run this on ATen's vectorized path (unset ATEN_CPU_CAPABILITY, AVX2+)")
     for folder in folders:
-        sample = weights_sample(rebuild_state_dict(folder))  # hash-checked
+        sample = weights_sample(rebuild_state_dict(folder, rule_of(folder)))  # hash-checked
         np.savez_compressed(folder / "weights_sample.npz", **sample)
         print(f"wrote {folder / 'weights_sample.npz'} ({len(sample)} tensors)")
 
 
 if __name__ == "__main__":
     # python -m tests.weights [FIXTURE_FOLDER ...]: (re)make weights_sample.npz, by default for
-    # every fixture folder under tests/data/mmdet and tests/data/mmdet3
+    # every fixture folder under tests/data/mmdet and tests/data/mmdet3, and the two families'
     _data = Path(__file__).parent / "data"
     _write_samples(
         [Path(a) for a in sys.argv[1:]]
         or sorted(p.parent for p in _data.glob("mmdet*/*/expected.json"))
+        + [_data / f for f in FAMILY_FIXTURES]
     )

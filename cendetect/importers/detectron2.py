@@ -67,7 +67,13 @@ def _preprocess(r: KeyReader) -> PreprocessConfig:
     if len(mean) != 3 or len(std) != 3:
         raise CheckpointError(f"checkpoint {r.path}: pixel_mean/pixel_std are not 3 values")
     return PreprocessConfig(
-        img_scale=(1333, 800), keep_ratio=True, mean=mean, std=std, to_rgb=False, size_divisor=32
+        img_scale=(1333, 800),  # MAX_SIZE_TEST, MIN_SIZE_TEST of detectron2's defaults
+        keep_ratio=True,
+        mean=mean,
+        std=std,
+        to_rgb=False,
+        size_divisor=32,
+        resize="detectron2",
     )
 
 

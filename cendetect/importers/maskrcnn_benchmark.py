@@ -169,12 +169,13 @@ def convert(
         convention=CONVENTION,
     )
     pre = PreprocessConfig(
-        img_scale=(1333, 800),
+        img_scale=(1333, 800),  # MAX_SIZE_TEST, MIN_SIZE_TEST of its defaults
         keep_ratio=True,
         mean=PIXEL_MEAN,
         std=(1.0, 1.0, 1.0),
         to_rgb=False,
         size_divisor=32,
+        resize="maskrcnn_benchmark",
     )
     return ImportedCheckpoint(
         path=path,

@@ -173,6 +173,7 @@ class Manifest:
                     std=tuple(pre["std"]),
                     to_rgb=bool(pre["to_rgb"]),
                     size_divisor=int(pre["size_divisor"]),
+                    resize=str(pre.get("resize", "mmcv")),  # artifacts before the field: mmcv
                 ),
                 mask_threshold=float(d.get("mask_threshold", 0.5)),
                 cendetect_version=str(d.get("cendetect_version", "")),
