@@ -50,15 +50,7 @@ def select(
         keep &= np.isin(det.labels, wanted)
     if bool(keep.all()):
         return det
-    idx = np.flatnonzero(keep)
-    return Detections(
-        boxes=det.boxes[idx],
-        scores=det.scores[idx],
-        labels=det.labels[idx],
-        instance_masks=det.instance_masks.select(idx),
-        class_names=det.class_names,
-        image_size=det.image_size,
-    )
+    return det.take(np.flatnonzero(keep))
 
 
 def decoded_in_order(

@@ -1,6 +1,7 @@
 #include "morphology.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace cendetect {
@@ -89,35 +90,35 @@ void squared_edt(const std::vector<uint8_t>& feature, int64_t h, int64_t w,
   for (int64_t y = 0; y < h; ++y) edt_line(g + y * w, w, v, z, tmp);
 }
 
-// Pixels within Euclidean distance r of `mask` (the disk dilation; outside adds nothing).
-void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
-                 std::vector<uint8_t>& out, Scratch& sc) {
-  std::vector<int32_t>& d2 = sc.d2;
-  squared_edt(mask, h, w, d2, sc);
-  out.resize(mask.size());
-  const int64_t r2 = r * r;
-  for (size_t i = 0; i < mask.size(); ++i) out[i] = d2[i] <= r2;
-}
-
-// Pixels whose whole disk of radius r lies in `mask`, outside the grid counting as background.
-void erode_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
-                std::vector<uint8_t>& out, Scratch& sc) {
-  const int64_t ph = h + 2, pw = w + 2;  // a ring of background around the grid
-  std::vector<uint8_t>& bg = sc.bg;
-  bg.assign(static_cast<size_t>(ph * pw), 1);
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) bg[(y + 1) * pw + x + 1] = !mask[y * w + x];
-  }
-  std::vector<int32_t>& d2 = sc.d2;
-  squared_edt(bg, ph, pw, d2, sc);
-  out.resize(mask.size());
-  const int64_t r2 = r * r;
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) out[y * w + x] = d2[(y + 1) * pw + x + 1] > r2;
-  }
-}
-
 }  // namespace
+
+int64_t round_half_up(double x) { return static_cast<int64_t>(std::floor(x + 0.5)); }
+
+bool build_region(int64_t height, int64_t width, const int64_t window[4], const uint8_t* crop,
+                  double band_frac, int64_t band_min, int64_t band_max, int64_t min_area,
+                  Region& r, std::vector<uint8_t>& region) {
+  const int64_t x0 = window[0], y0 = window[1], x1 = window[2], y1 = window[3];
+  const int64_t cw = x1 - x0, ch = y1 - y0;
+  if (cw <= 0 || ch <= 0) return false;
+  r.area = 0;
+  for (int64_t i = 0; i < cw * ch; ++i) r.area += crop[i] != 0;
+  if (r.area < min_area) return false;
+  r.root = std::sqrt(static_cast<double>(r.area));
+  r.band = std::min(std::max(round_half_up(band_frac * r.root), band_min), band_max);
+  r.x0 = std::max<int64_t>(0, x0 - r.band - 1);
+  r.y0 = std::max<int64_t>(0, y0 - r.band - 1);
+  r.x1 = std::min(width, x1 + r.band + 1);
+  r.y1 = std::min(height, y1 + r.band + 1);
+  r.w = r.x1 - r.x0;
+  r.h = r.y1 - r.y0;
+  region.assign(static_cast<size_t>(r.w * r.h), 0);
+  for (int64_t y = 0; y < ch; ++y) {
+    for (int64_t x = 0; x < cw; ++x) {
+      region[(y + y0 - r.y0) * r.w + x + x0 - r.x0] = crop[y * cw + x] != 0;
+    }
+  }
+  return true;
+}
 
 void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
                  std::vector<uint8_t>& out, Scratch& sc) {

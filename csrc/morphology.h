@@ -21,6 +21,25 @@ struct Scratch {
   std::vector<int32_t> stack;
 };
 
+// The region a refinement works in: an instance's window grown by its band + 1 and clamped to
+// the image, with the model's mask copied in.
+struct Region {
+  int64_t area = 0;      // pixels of the model's mask
+  double root = 0.0;     // sqrt(area)
+  int64_t band = 0;      // clamp(round_half_up(band_frac * root), band_min, band_max)
+  int64_t x0 = 0, y0 = 0, x1 = 0, y1 = 0;  // in the image, half-open
+  int64_t w = 0, h = 0;
+};
+
+// floor(x + 0.5), as the references' _round_half_up.
+int64_t round_half_up(double x);
+
+// Fills `region` (h x w, 0/1) and returns false when the window is empty or the mask has fewer
+// than min_area pixels (the model's mask is then kept).
+bool build_region(int64_t height, int64_t width, const int64_t window[4], const uint8_t* crop,
+                  double band_frac, int64_t band_min, int64_t band_max, int64_t min_area,
+                  Region& r, std::vector<uint8_t>& region);
+
 // Pixels within Euclidean distance r of `mask` (h x w, row-major; the disk dilation, outside
 // the grid adds nothing).
 void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,

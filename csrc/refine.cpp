@@ -46,8 +46,6 @@ std::array<int, 3> lower_median(const uint8_t* image, int64_t stride, int64_t rx
   return out;
 }
 
-int64_t round_half_up(double x) { return static_cast<int64_t>(std::floor(x + 0.5)); }
-
 }  // namespace
 
 namespace {
@@ -55,28 +53,18 @@ namespace {
 bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_t stride,
                      const int64_t window[4], const uint8_t* crop, const BarRefineParams& params,
                      int64_t out_window[4], std::vector<uint8_t>& out, Scratch& sc) {
-  const int64_t x0 = window[0], y0 = window[1], x1 = window[2], y1 = window[3];
-  const int64_t cw = x1 - x0, ch = y1 - y0;
-  if (cw <= 0 || ch <= 0) return false;
-  int64_t area = 0;
-  for (int64_t i = 0; i < cw * ch; ++i) area += crop[i] != 0;
-  if (area < params.min_area) return false;
-  const double root = std::sqrt(static_cast<double>(area));
-  const int64_t band = std::min(std::max(round_half_up(params.band_frac * root), params.band_min),
-                                params.band_max);
-  const int64_t rx0 = std::max<int64_t>(0, x0 - band - 1), ry0 = std::max<int64_t>(0, y0 - band - 1);
-  const int64_t rx1 = std::min(width, x1 + band + 1), ry1 = std::min(height, y1 + band + 1);
-  const int64_t w = rx1 - rx0, h = ry1 - ry0, n = w * h;
+  morph::Region rg;
   std::vector<uint8_t>& region = sc.region;
-  region.assign(static_cast<size_t>(n), 0);
-  for (int64_t y = 0; y < ch; ++y) {
-    for (int64_t x = 0; x < cw; ++x) {
-      region[(y + y0 - ry0) * w + x + x0 - rx0] = crop[y * cw + x] != 0;
-    }
+  if (!morph::build_region(height, width, window, crop, params.band_frac, params.band_min,
+                           params.band_max, params.min_area, rg, region)) {
+    return false;
   }
+  const int64_t area = rg.area, band = rg.band, w = rg.w, h = rg.h, n = w * h;
+  const int64_t rx0 = rg.x0, ry0 = rg.y0, rx1 = rg.x1, ry1 = rg.y1;
+  const double root = rg.root;
   std::vector<uint8_t>& core = sc.core;
-  morph::erode_disk(region, h, w, std::max<int64_t>(1, round_half_up(params.core_frac * root)), core,
-             sc);
+  const int64_t r_core = std::max<int64_t>(1, morph::round_half_up(params.core_frac * root));
+  morph::erode_disk(region, h, w, r_core, core, sc);
   int64_t n_core = 0;
   for (int64_t i = 0; i < n; ++i) n_core += core[i];
   if (n_core == 0) {

@@ -61,6 +61,20 @@ class Detections:
         """``bool [N, H, W]`` full-resolution instance masks, built on first use and kept."""
         return self.instance_masks.to_full()
 
+    def take(self, index: np.ndarray) -> Detections:
+        """The detections at ``index`` (integer indices or a bool ``[N]`` mask), in that order."""
+        idx = np.asarray(index)
+        if idx.dtype == np.bool_:
+            idx = np.flatnonzero(idx)
+        return Detections(
+            boxes=self.boxes[idx],
+            scores=self.scores[idx],
+            labels=self.labels[idx],
+            instance_masks=self.instance_masks.select(idx),
+            class_names=self.class_names,
+            image_size=self.image_size,
+        )
+
     def composite(self, image: np.ndarray, mode: str = "fill", **kwargs: Any) -> np.ndarray:
         """Draw the detections into ``image`` (``uint8 [H, W, 3]`` BGR of this image's size).
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from cendetect.engine.compositor import _native
 from cendetect.engine.masks import InstanceMasks
-from cendetect.engine.refine_mosaic import MosaicRefineParams, refine_mosaic_reference
+from cendetect.engine.refine_mosaic import MosaicRefineParams, refine_mosaic_reference, region_of
 
 __all__ = [
     "REFINE_BAR",
@@ -120,18 +120,11 @@ def refine_bar_reference(
         ``(window, crop)`` of the refined mask (the window grown by the band + 1, clamped to the
         image), or None where the model's mask is kept.
     """
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = (int(v) for v in window)
-    m = np.asarray(crop).astype(bool)
-    area = int(m.sum())
-    if area < params.min_area:
+    reg = region_of(image.shape[:2], window, crop, params)
+    if reg is None:
         return None
+    (rx0, ry0, rx1, ry1), region, area, band = reg
     root = float(np.sqrt(area))
-    band = min(max(_round_half_up(params.band_frac * root), params.band_min), params.band_max)
-    rx0, ry0 = max(0, x0 - band - 1), max(0, y0 - band - 1)
-    rx1, ry1 = min(w, x1 + band + 1), min(h, y1 + band + 1)
-    region = np.zeros((ry1 - ry0, rx1 - rx0), bool)
-    region[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = m
     core = _erode(region, _disk(max(1, _round_half_up(params.core_frac * root))))
     if not core.any():
         core = region

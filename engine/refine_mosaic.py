@@ -52,11 +52,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-__all__ = ["Grid", "MosaicRefineParams", "estimate_grid", "refine_mosaic_reference"]
+__all__ = ["Grid", "MosaicRefineParams", "estimate_grid", "refine_mosaic_reference", "region_of"]
 
 _TWO_PI = 2.0 * math.pi
 
@@ -86,6 +87,15 @@ class MosaicRefineParams:
     cut_frac: float = 0.2  #: a cell at most this flat is dropped
     min_ratio: float = 0.7  #: accept the result if its area is in [min_ratio, max_ratio] x
     max_ratio: float = 1.4
+
+
+class RegionParams(Protocol):
+    """What :func:`region_of` reads from a refinement's settings (bars' and mosaics')."""
+
+    band_frac: float
+    band_min: int
+    band_max: int
+    min_area: int
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,34 @@ def estimate_grid(
     return best
 
 
+def region_of(
+    image_size: tuple[int, int],
+    window: tuple[int, int, int, int],
+    crop: np.ndarray,
+    params: RegionParams,
+) -> tuple[tuple[int, int, int, int], np.ndarray, int, int] | None:
+    """The region a refinement works in: the window grown by the band + 1 and clamped to the
+    image, with the model's mask copied in (the bar's settings too).
+
+    Returns:
+        ``(region window, bool region [h, w], mask area, band radius)``, or None when the mask
+        has fewer than ``min_area`` pixels.
+    """
+    h_img, w_img = image_size
+    x0, y0, x1, y1 = (int(v) for v in window)
+    m = np.asarray(crop).astype(bool)
+    area = int(m.sum())
+    if area < params.min_area:
+        return None
+    root = math.sqrt(area)
+    band = min(max(_round_half_up(params.band_frac * root), params.band_min), params.band_max)
+    rx0, ry0 = max(0, x0 - band - 1), max(0, y0 - band - 1)
+    rx1, ry1 = min(w_img, x1 + band + 1), min(h_img, y1 + band + 1)
+    region = np.zeros((ry1 - ry0, rx1 - rx0), bool)
+    region[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = m
+    return (rx0, ry0, rx1, ry1), region, area, band
+
+
 def _axis_cells(n: int, s: float, phase: float) -> tuple[np.ndarray, np.ndarray]:
     """Cell index of each pixel centre ``x + 0.5`` and its distance (px) to the nearest seam."""
     cell = np.empty(n, np.int64)
@@ -257,19 +295,12 @@ def refine_mosaic_reference(
         ``(window, crop)`` of the refined mask (the window grown by the band + 1, clamped to the
         image), or None where the model's mask is kept.
     """
-    h_img, w_img = image.shape[:2]
-    x0, y0, x1, y1 = (int(v) for v in window)
-    m = np.asarray(crop).astype(bool)
-    area = int(m.sum())
-    if area < params.min_area:
+    reg = region_of(image.shape[:2], window, crop, params)
+    if reg is None:
         return None
+    (rx0, ry0, rx1, ry1), region, area, band = reg
+    h, w = region.shape
     root = math.sqrt(area)
-    band = min(max(_round_half_up(params.band_frac * root), params.band_min), params.band_max)
-    rx0, ry0 = max(0, x0 - band - 1), max(0, y0 - band - 1)
-    rx1, ry1 = min(w_img, x1 + band + 1), min(h_img, y1 + band + 1)
-    h, w = ry1 - ry0, rx1 - rx0
-    region = np.zeros((h, w), bool)
-    region[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = m
     r_core = max(1, _round_half_up(params.core_frac * root))
     core = cv2.erode(region.astype(np.uint8), _disk(r_core), borderType=cv2.BORDER_CONSTANT,
                      borderValue=0).astype(bool)  # fmt: skip

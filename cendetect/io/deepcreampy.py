@@ -121,15 +121,7 @@ def write_deepcreampy(
         idx = np.flatnonzero(det.labels == label)
         if idx.size == 0:
             continue
-        sub = Detections(
-            boxes=det.boxes[idx],
-            scores=det.scores[idx],
-            labels=det.labels[idx],
-            instance_masks=det.instance_masks.select(idx),
-            class_names=det.class_names,
-            image_size=det.image_size,
-        )
-        green = sub.composite(image.copy(), mode="fill", dilate=dilate, inplace=True)
+        green = det.take(idx).composite(image.copy(), mode="fill", dilate=dilate, inplace=True)
         paths = [tree(output_root, cls) / name]
         write_image_atomic(paths[0], green)
         if cls == "mosaic":
