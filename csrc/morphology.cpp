@@ -94,6 +94,20 @@ void squared_edt(const std::vector<uint8_t>& feature, int64_t h, int64_t w,
 
 int64_t round_half_up(double x) { return static_cast<int64_t>(std::floor(x + 0.5)); }
 
+int64_t lower_90th(const int64_t* hist, int64_t n) {
+  const int64_t want = (9 * (n - 1)) / 10 + 1;
+  int64_t cum = 0;
+  for (int v = 0; v < 256; ++v) {
+    cum += hist[v];
+    if (cum >= want) return v;
+  }
+  return 0;
+}
+
+double spread_tolerance(int64_t spread, double scale, double offset, double lo, double hi) {
+  return std::min(std::max(scale * static_cast<double>(spread) + offset, lo), hi);
+}
+
 bool build_region(int64_t height, int64_t width, const int64_t window[4], const uint8_t* crop,
                   double band_frac, int64_t band_min, int64_t band_max, int64_t min_area,
                   Region& r, std::vector<uint8_t>& region) {

@@ -40,6 +40,13 @@ bool build_region(int64_t height, int64_t width, const int64_t window[4], const 
                   double band_frac, int64_t band_min, int64_t band_max, int64_t min_area,
                   Region& r, std::vector<uint8_t>& region);
 
+// The lower 90th percentile (the ((9 (n - 1)) / 10)-th smallest, 0-based) of n values in
+// 0..255 given by their histogram.
+int64_t lower_90th(const int64_t* hist, int64_t n);
+
+// A tolerance from a spread: clamp(scale * spread + offset, lo, hi), in double.
+double spread_tolerance(int64_t spread, double scale, double offset, double lo, double hi);
+
 // Pixels within Euclidean distance r of `mask` (h x w, row-major; the disk dilation, outside
 // the grid adds nothing).
 void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,

@@ -86,22 +86,10 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
       if (core[y * w + x]) ++dh[m];
     }
   }
-  int64_t spread = 0;
-  {
-    const int64_t want = (9 * (n_core - 1)) / 10 + 1;
-    int64_t cum = 0;
-    for (int v = 0; v < 256; ++v) {
-      cum += dh[v];
-      if (cum >= want) {
-        spread = v;
-        break;
-      }
-    }
-  }
+  const int64_t spread = morph::lower_90th(dh.data(), n_core);
   if (static_cast<double>(spread) > params.max_spread) return false;
-  const double tol = std::min(
-      std::max(params.tol_scale * static_cast<double>(spread) + params.tol_offset, params.tol_min),
-      params.tol_max);
+  const double tol = morph::spread_tolerance(spread, params.tol_scale, params.tol_offset,
+                                             params.tol_min, params.tol_max);
   std::vector<uint8_t>& in_band = sc.in_band;
   morph::dilate_disk(region, h, w, band, in_band, sc);
   // From here on the grids carry a one-pixel pad (never a candidate, never reached by the

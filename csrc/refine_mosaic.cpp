@@ -290,22 +290,10 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
     }
   }
   if (n_judged < params.min_core) return false;
-  int64_t spread = 0;
-  {
-    const int64_t want = (9 * (n_judged - 1)) / 10 + 1;
-    int64_t cum = 0;
-    for (int v = 0; v < 256; ++v) {
-      cum += hist[v];
-      if (cum >= want) {
-        spread = v;
-        break;
-      }
-    }
-  }
+  const int64_t spread = morph::lower_90th(hist.data(), n_judged);
   if (static_cast<double>(spread) > params.max_spread) return false;
-  const double tol = std::min(
-      std::max(params.tol_scale * static_cast<double>(spread) + params.tol_offset, params.tol_min),
-      params.tol_max);
+  const double tol = morph::spread_tolerance(spread, params.tol_scale, params.tol_offset,
+                                             params.tol_min, params.tol_max);
   // per-cell counts: cells indexed from the region's first cell on each axis
   const int64_t ncx = cx[w - 1] - cx[0] + 1, ncy = cy[h - 1] - cy[0] + 1;
   const size_t n_cells = static_cast<size_t>(ncx * ncy);
