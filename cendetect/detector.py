@@ -23,7 +23,7 @@ from cendetect.config import (
     model_config_from,
     preprocess_config_from,
 )
-from cendetect.engine.postprocess import Detections, to_detections
+from cendetect.engine.postprocess import PASTE_MODES, Detections, to_detections
 from cendetect.engine.preprocess import preprocess
 from cendetect.engine.runners import EngineRunner, load_engine
 from cendetect.models.build import build_model
@@ -106,7 +106,10 @@ class Detector:
         fp16: bool = False,
         mask_threshold: float = 0.5,
         refine: str = "auto",
+        paste: str = "mmdet",
     ) -> None:
+        if paste not in PASTE_MODES:
+            raise ValueError(f"paste={paste!r}: use one of {', '.join(PASTE_MODES)}")
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
@@ -125,6 +128,9 @@ class Detector:
         self.fp16 = fp16
         self.mask_threshold = mask_threshold
         self.refine = refine
+        #: how masks are pasted: "mmdet" (mmdetection's and detectron2's pixel model) or
+        #: "legacy" (maskrcnn-benchmark's Masker; set for its checkpoints)
+        self.paste = paste
         #: where the weights came from: "mmdet" or an imported family (from_checkpoint)
         self.checkpoint_format = "mmdet"
 
@@ -187,7 +193,11 @@ class Detector:
             net = build_model(loaded.model_config, num_classes=len(names))
             check_state_dict_keys(net, loaded.state_dict, loaded.path)
             net.load_state_dict(loaded.state_dict, strict=True)
-            det = cls(net, names, loaded.preprocess, device=device, fp16=fp16, refine=refine)
+            paste = "legacy" if loaded.family == "maskrcnn_benchmark" else "mmdet"
+            det = cls(
+                net, names, loaded.preprocess, device=device, fp16=fp16, refine=refine,
+                paste=paste,
+            )  # fmt: skip
             det.checkpoint_format = loaded.family
             return det
         ckpt = loaded
@@ -236,6 +246,7 @@ class Detector:
             device=runner.device,
             mask_threshold=m.mask_threshold,
             refine=refine,
+            paste=m.paste,
         )
 
     def __call__(
@@ -274,7 +285,13 @@ class Detector:
         else:
             raw = self.model(batch.images, batch.image_sizes, batch.scale_factors)
         return to_detections(
-            raw, batch, self.class_names, self.mask_threshold, bgr, self.refined_classes()
+            raw,
+            batch,
+            self.class_names,
+            self.mask_threshold,
+            bgr,
+            self.refined_classes(),
+            self.paste,
         )
 
 

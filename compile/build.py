@@ -205,6 +205,7 @@ def compile_engines(
         cendetect_version=cendetect.__version__,
         layout="nchw",
         fp32_stride=stride,
+        paste=det.paste,
     )
     manifests: dict[str, Manifest] = {}
     program: torch.export.ExportedProgram | None = None

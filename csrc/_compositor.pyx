@@ -49,6 +49,15 @@ cdef extern from "compositor.h" namespace "cendetect" nogil:
         int64_t src_x0, int64_t src_y0, ImageView image) except +
 
 
+cdef extern from "paste_legacy.h" namespace "cendetect" nogil:
+    void c_paste_legacy_windows "cendetect::paste_legacy_windows"(
+        const float* boxes, int64_t n, int64_t mask_size, int64_t height, int64_t width,
+        int64_t* windows) except +
+    void c_paste_legacy_masks "cendetect::paste_legacy_masks"(
+        const float* masks, int64_t n, int64_t mask_size, const float* boxes,
+        const int64_t* windows, const int64_t* offsets, float threshold, uint8_t* out) except +
+
+
 cdef extern from "refine.h" namespace "cendetect" nogil:
     cdef cppclass BarRefineParams "cendetect::BarRefineParams":
         double band_frac
@@ -173,6 +182,39 @@ def paste_masks(const float[:, :, ::1] masks, const float[:, ::1] boxes,
     with nogil:
         c_paste_masks(_fptr3(masks), n, masks.shape[1], masks.shape[2], &boxes[0, 0],
                       &windows[0, 0], &offsets[0], height, width, threshold, dst)
+
+
+def paste_legacy_windows(const float[:, ::1] boxes, int64_t mask_size, int64_t height,
+                         int64_t width, int64_t[:, ::1] windows) -> None:
+    """Fills windows [N, 4] with each instance's legacy-paste window (csrc/paste_legacy.h)."""
+    cdef int64_t n = boxes.shape[0]
+    if boxes.shape[1] != 4 or windows.shape[1] != 4:
+        raise ValueError("boxes and windows must be [N, 4]")
+    _check_n(n, "windows", windows.shape[0])
+    if n == 0:
+        return
+    with nogil:
+        c_paste_legacy_windows(&boxes[0, 0], n, mask_size, height, width, &windows[0, 0])
+
+
+def paste_legacy_masks(const float[:, :, ::1] masks, const float[:, ::1] boxes,
+                       const int64_t[:, ::1] windows, const int64_t[::1] offsets,
+                       float threshold, uint8_t[::1] out) -> None:
+    """maskrcnn-benchmark's paste of every instance into out[offsets[i]:offsets[i + 1]]."""
+    cdef int64_t n = masks.shape[0]
+    _check_n(n, "boxes", boxes.shape[0])
+    _check_n(n, "windows", windows.shape[0])
+    _check_n(n + 1, "offsets", offsets.shape[0])
+    if n == 0:
+        return
+    if masks.shape[1] != masks.shape[2]:
+        raise ValueError("the legacy paste takes square M x M masks")
+    if offsets[n] > out.shape[0]:
+        raise ValueError("out is smaller than the bitmaps")
+    cdef uint8_t* dst = &out[0] if out.shape[0] > 0 else NULL
+    with nogil:
+        c_paste_legacy_masks(_fptr3(masks), n, masks.shape[1], &boxes[0, 0], &windows[0, 0],
+                             &offsets[0], threshold, dst)
 
 
 def paste_fill(const float[:, :, ::1] masks, const float[:, ::1] boxes,

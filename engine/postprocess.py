@@ -20,6 +20,7 @@ from torch import Tensor
 
 from cendetect.engine.compositor import paste_masks
 from cendetect.engine.masks import InstanceMasks
+from cendetect.engine.paste_legacy import paste_masks_legacy
 from cendetect.engine.preprocess import Batch
 from cendetect.engine.refine import refine_kinds, refine_masks
 
@@ -92,6 +93,10 @@ class Detections:
         return composite(image, self.instance_masks, self.labels, mode, **kwargs)  # type: ignore[arg-type]
 
 
+#: how masks are pasted: mmdetection's / detectron2's pixel model, or maskrcnn-benchmark's
+PASTE_MODES = ("mmdet", "legacy")
+
+
 def to_detections(
     raw: Sequence[Tensor],
     batch: Batch,
@@ -99,13 +104,18 @@ def to_detections(
     mask_threshold: float = 0.5,
     images: Sequence[np.ndarray] | None = None,
     refine_classes: Collection[str] = (),
+    paste: str = "mmdet",
 ) -> list[Detections]:
     """Split raw detections by image, rescale boxes to original pixels and paste masks.
 
     With ``images`` (the original BGR images) and ``refine_classes`` (``"bar"``, ``"mosaic"``),
     the pasted masks of those classes get their refinement
-    (:func:`cendetect.engine.refine.refine_masks`).
+    (:func:`cendetect.engine.refine.refine_masks`). ``paste``: ``"mmdet"`` (the compositor's
+    pixel model, mmdetection's and detectron2's) or ``"legacy"`` (maskrcnn-benchmark's
+    ``Masker``, :mod:`cendetect.engine.paste_legacy`).
     """
+    if paste not in PASTE_MODES:
+        raise ValueError(f"paste={paste!r}: use one of {', '.join(PASTE_MODES)}")
     boxes, scores, labels, mask_probs, batch_ids = (t.detach() for t in raw)
     results: list[Detections] = []
     names = tuple(class_names)
@@ -115,7 +125,10 @@ def to_detections(
         b = (boxes[sel].float() / sf).cpu()
         # N x M x M probabilities are small: the C++ compositor pastes them on the CPU whatever
         # device the engine ran on.
-        masks = paste_masks(mask_probs[sel].cpu(), b, (h, w), mask_threshold)
+        if paste == "legacy":  # maskrcnn-benchmark checkpoints: their Masker's paste
+            masks = paste_masks_legacy(mask_probs[sel].float().cpu(), b, (h, w), mask_threshold)
+        else:
+            masks = paste_masks(mask_probs[sel].cpu(), b, (h, w), mask_threshold)
         lab = labels[sel].to(torch.int64).cpu().numpy()
         if images is not None and refine_classes and len(lab):
             kinds = refine_kinds(lab, names, frozenset(refine_classes))

@@ -127,6 +127,8 @@ class Manifest:
         fp32_stride: fp16/bf16 artifacts: the image and the backbone stages up to this output
             stride run in float32 (0: every convolution in the low dtype; artifacts built
             before this field existed are 0).
+        paste: how the masks are pasted: ``'mmdet'`` or ``'legacy'`` (maskrcnn-benchmark
+            checkpoints; artifacts built before this field existed are ``'mmdet'``).
     """
 
     engine: str
@@ -144,6 +146,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     layout: str = "nchw"
     fp32_stride: int = 0
+    paste: str = "mmdet"
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -180,6 +183,7 @@ class Manifest:
                 format_version=int(d.get("format_version", FORMAT_VERSION)),
                 layout=str(d.get("layout", "nchw")),
                 fp32_stride=int(d.get("fp32_stride", 0)),
+                paste=str(d.get("paste", "mmdet")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise EngineError(

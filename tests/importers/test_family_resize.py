@@ -1,4 +1,5 @@
-"""Each family's own test-time resize (engine/preprocess.py), held to the real code's files.
+"""Each family's own test-time resize (engine/preprocess.py) and mask paste
+(engine/paste_legacy.py), held to the real code's files.
 
 ``tests/data/presized_800_1333/`` holds the fixture pictures as detectron2's own
 ``ResizeShortestEdge(800, 1333)`` and maskrcnn-benchmark's own demo ``Resize(800, 1333)`` wrote
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from cendetect.config import PreprocessConfig
+from cendetect.engine.paste_legacy import legacy_box
 from cendetect.engine.preprocess import (
     detectron2_size,
     maskrcnn_benchmark_size,
@@ -138,3 +140,77 @@ def test_detectron2_matches_its_default_predictor(
         )  # fmt: skip
         assert not rep.problems, f"{name}: {rep}\n" + "\n".join(rep.problems[:5])
         assert rep.matched == len(ref["detections"]), (name, str(rep))
+
+
+@pytest.fixture(scope="module")
+def maskrcnn_benchmark_model(tmp_path_factory: pytest.TempPathFactory):
+    from cendetect import Detector
+
+    # what a DistributedDataParallel training run saves: every key prefixed with "module."
+    path = tmp_path_factory.mktemp("mrcnn") / "model_final.pth"
+    save_family_checkpoint(DATA / "maskrcnn_benchmark", path, prefix="module.")
+    return Detector.from_checkpoint(
+        path, checkpoint_format="maskrcnn_benchmark", classes=("a", "b"), refine="off"
+    )
+
+
+def _plus_one(boxes: np.ndarray) -> np.ndarray:
+    """maskrcnn-benchmark's boxes are +1 (x2 is the last column, BoxList.area adds 1): as
+    continuous boxes, [x1, x2 + 1]. Its thin detections (x2 - x1 < 0.5) have no area otherwise,
+    and box IoU would not measure them."""
+    out = np.asarray(boxes, np.float64).copy()
+    out[:, 2:] += 1.0
+    return out
+
+
+@pytest.mark.parametrize("presized", [False, True], ids=["own_size", "presized"])
+def test_maskrcnn_benchmark_matches_its_demo(
+    maskrcnn_benchmark_model, presized: bool, fixture_threads: int
+) -> None:
+    """Every detection of maskrcnn-benchmark's demo (COCODemo.compute_prediction: its Resize,
+    the model, BoxList.resize and its Masker) on every picture, matched, from a
+    DistributedDataParallel ("module."-prefixed) file: same class, masks within the pixel rule
+    of tests/tolerances.py, boxes compared in their +1 convention.
+
+    Box IoU >= 0.99 and scores within 1e-3 (the mmdetection parity rule), not detectron2's
+    0.999 / 1e-4: the two networks themselves differ by up to ~1e-3 px in boxes and 1.2e-4 in
+    score (measured on an Intel Xeon, 2026-12-07; the issue measured 3e-3 px and 4e-5 on the
+    EPYC), which on the thin detections of these random weights (boxes 1-2 px wide) is a box IoU
+    of 0.98 (those are matched by coordinates instead). Where that comes from is not found
+    yet (docs/checkpoints.md); the resize and the paste are exact (the presized and paste
+    tests)."""
+    reason = inexact_fixture_weights()
+    if reason:
+        pytest.skip(reason)
+    det = maskrcnn_benchmark_model
+    assert det.preprocess_cfg.resize == "maskrcnn_benchmark" and det.paste == "legacy"
+    expected = json.loads(
+        (
+            DATA
+            / "maskrcnn_benchmark"
+            / ("expected_presized.json" if presized else "expected.json")
+        ).read_text()
+    )["images"]
+    for name, ref in expected.items():
+        path = PRESIZED / (Path(name).stem + ".png") if presized else IMAGES / name
+        res = det(cv2.imread(str(path)))
+        dets = [dict(d, box=_plus_one(np.array([d["box"]]))[0].tolist()) for d in ref["detections"]]
+        # boxes under a pixel wide (x2 < x1 in the +1 convention) are matched by coordinates
+        # within 0.01 px (10x the networks' measured difference): their IoU does not measure them
+        ref_boxes = np.array([d["box"] for d in ref["detections"]], np.float32)
+
+        def truncation_flip(
+            r: int, j: int, ref_boxes: np.ndarray = ref_boxes, boxes: np.ndarray = res.boxes
+        ) -> str | None:
+            # the paste truncates the expanded box to int: a box 1e-3 px off can land on the
+            # other side of an integer, and the whole resized map is then one pixel
+            # wider/taller (a large mask differs along its edges). That is the networks'
+            # difference, not the paste's (the paste alone is exact: test_paste_legacy.py).
+            theirs, ours = legacy_box(ref_boxes[r], 28), legacy_box(boxes[j], 28)
+            return f"integer box {theirs} vs {ours}" if theirs != ours else None
+
+        rep = match_to_reference(
+            _plus_one(res.boxes), res.scores, res.labels, res.masks, dets, box_abs_tol=0.01,
+            mask_exempt=truncation_flip,
+        )  # fmt: skip
+        assert not rep.problems, f"{name}: {rep}\n" + "\n".join(rep.problems[:5])
