@@ -169,6 +169,7 @@ class Detector:
         checkpoint_format: str = "auto",
         stride_in_1x1: bool | None = None,
         refine: str = "auto",
+        fallback_classes: Sequence[str] | None = None,
     ) -> Detector:
         """Load an mmdetection 2.x/3.x checkpoint, a bare state dict, or a detectron2 /
         maskrcnn-benchmark Mask R-CNN checkpoint (``.pth`` or detectron2 ``.pkl``).
@@ -183,12 +184,16 @@ class Detector:
         ``'maskrcnn_benchmark'``) and ``stride_in_1x1`` (their ``STRIDE_IN_1X1``; None: the
         model zoo's True) apply to imports, see :mod:`cendetect.importers`; the family read is
         left in :attr:`checkpoint_format`. ``refine``: see the class docstring.
+        ``fallback_classes`` (the commands' ``MMDET_CLASSES``) name the classes only of a file
+        that holds no names itself; their count must be the model's.
         """
         from cendetect.importers import ImportedCheckpoint, load_any
 
         loaded = load_any(path, checkpoint_format, stride_in_1x1)
         if isinstance(loaded, ImportedCheckpoint):
             names = tuple(classes) if classes else loaded.classes
+            if not names and fallback_classes:
+                names = _checked_fallback(fallback_classes, loaded.num_classes, loaded.path)
             names = names or tuple(f"class_{i}" for i in range(loaded.num_classes))
             net = build_model(loaded.model_config, num_classes=len(names))
             check_state_dict_keys(net, loaded.state_dict, loaded.path)
@@ -202,7 +207,7 @@ class Detector:
             return det
         ckpt = loaded
         model_cfg, pre_cfg, mask_thr = _architecture(ckpt, model, classes)
-        names = _class_names(ckpt, classes)
+        names = _class_names(ckpt, classes, fallback_classes)
         net = build_model(model_cfg, num_classes=len(names))
         check_state_dict_keys(net, ckpt.state_dict, ckpt.path)
         net.load_state_dict(ckpt.state_dict, strict=True)
@@ -321,12 +326,25 @@ def _architecture(
     return model_cfg, pre, mask_thr
 
 
-def _class_names(ckpt: Checkpoint, classes: Sequence[str] | None) -> tuple[str, ...]:
+def _checked_fallback(names: Sequence[str], n: int | None, path: object) -> tuple[str, ...]:
+    if n is not None and len(names) != n:
+        raise ValueError(
+            f"{path}: MMDET_CLASSES names {len(names)} classes ({', '.join(names)}) but the "
+            f"model has {n}"
+        )
+    return tuple(names)
+
+
+def _class_names(
+    ckpt: Checkpoint, classes: Sequence[str] | None, fallback: Sequence[str] | None = None
+) -> tuple[str, ...]:
     if classes:
         return tuple(classes)
     if ckpt.classes:
         return tuple(ckpt.classes)
     n = _num_classes_in(ckpt.state_dict)
+    if fallback:
+        return _checked_fallback(fallback, n, ckpt.path)
     if n == len(CENDETECT_CLASSES):
         return CENDETECT_CLASSES
     if n is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,6 +133,40 @@ def _model_file(model: str | None, directory: Path) -> Path:
     return path
 
 
+def parse_class_list(text: str) -> tuple[str, ...]:
+    """Class names from ``a,b`` or ``'a','b'`` (mmdet_predict's ``MMDET_CLASSES`` forms)."""
+    names = []
+    for part in text.split(","):
+        name = part.strip().strip("'\"").strip()
+        if name:
+            names.append(name)
+    return tuple(names)
+
+
+def mmdet_classes(env: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
+    """Class names from the environment variable ``MMDET_CLASSES``, as the mmdetection
+    services read it: a comma list (``'a','b'``, quoted or not) or the path of a text file
+    holding one (a name per line also works). None when unset or empty.
+
+    Raises:
+        CliError: the variable names a file that cannot be read, or no class at all.
+    """
+    value = (os.environ if env is None else env).get("MMDET_CLASSES", "").strip()
+    if not value:
+        return None
+    path = Path(value)
+    text = value
+    if path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8").replace("\n", ",")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"MMDET_CLASSES={value}: cannot read the file: {exc}") from None
+    names = parse_class_list(text)
+    if not names:
+        raise CliError(f"MMDET_CLASSES={value!r}: no class names in it")
+    return names
+
+
 def load_detector(args: argparse.Namespace) -> Detector:
     """The detector the model options name, with ``--refine`` applied (see :func:`_load`)."""
     det = _load(args)
@@ -188,6 +223,7 @@ def _load(args: argparse.Namespace) -> Detector:
             fp16=fp16,
             model=args.model,
             checkpoint_format=getattr(args, "checkpoint_format", "auto"),
+            fallback_classes=mmdet_classes(),
         )
         if det.checkpoint_format != "mmdet":
             say(f"{ckpt}: imported a {det.checkpoint_format} checkpoint (see docs/checkpoints.md)")
