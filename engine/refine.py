@@ -40,7 +40,15 @@ import numpy as np
 
 from cendetect.engine.compositor import _native
 from cendetect.engine.masks import InstanceMasks
-from cendetect.engine.refine_mosaic import MosaicRefineParams, refine_mosaic_reference, region_of
+from cendetect.engine.refine_mosaic import (
+    MosaicRefineParams,
+    _dilate,
+    _disk,
+    _erode,
+    _round_half_up,
+    refine_mosaic_reference,
+    region_of,
+)
 
 __all__ = [
     "REFINE_BAR",
@@ -78,30 +86,9 @@ class BarRefineParams:
     edge_rule: bool = True  #: step 4 (anti-aliased edge pixels); False: the plain yardstick
 
 
-def _disk(r: int) -> np.ndarray:
-    """The exact Euclidean disk: offsets with ``dx^2 + dy^2 <= r^2``."""
-    y, x = np.mgrid[-r : r + 1, -r : r + 1]
-    return (x * x + y * y <= r * r).astype(np.uint8)
-
-
-def _dilate(m: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    out = cv2.dilate(m.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.astype(bool)
-
-
-def _erode(m: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    # pixels outside the region count as background (not cv2's default of foreground)
-    out = cv2.erode(m.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return out.astype(bool)
-
-
 def _lower_median(values: np.ndarray) -> np.ndarray:
     """Per column, the lower median (``sorted[(n - 1) // 2]``) of ``[n, C]`` integers."""
     return np.sort(values, axis=0)[(values.shape[0] - 1) // 2]
-
-
-def _round_half_up(x: float) -> int:
-    return int(np.floor(x + 0.5))
 
 
 def refine_bar_reference(

@@ -113,6 +113,18 @@ def _disk(r: int) -> np.ndarray:
     return (x * x + y * y <= r * r).astype(np.uint8)
 
 
+def _dilate(m: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Binary dilation; outside the region adds nothing (shared with the bar reference)."""
+    out = cv2.dilate(m.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.astype(bool)
+
+
+def _erode(m: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Binary erosion; pixels outside the region count as background (not cv2's default)."""
+    out = cv2.erode(m.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.astype(bool)
+
+
 def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
@@ -302,8 +314,7 @@ def refine_mosaic_reference(
     h, w = region.shape
     root = math.sqrt(area)
     r_core = max(1, _round_half_up(params.core_frac * root))
-    core = cv2.erode(region.astype(np.uint8), _disk(r_core), borderType=cv2.BORDER_CONSTANT,
-                     borderValue=0).astype(bool)  # fmt: skip
+    core = _erode(region, _disk(r_core))
     if int(core.sum()) < params.min_core:
         return None
     img = image[ry0:ry1, rx0:rx1].astype(np.int32)
@@ -351,8 +362,7 @@ def refine_mosaic_reference(
     out[dropped[cell]] = False
     judge = cut[cell] & inner
     out[judge] = (flat.reshape(-1) & region.reshape(-1))[judge]
-    in_band = cv2.dilate(region.astype(np.uint8), _disk(band), borderType=cv2.BORDER_CONSTANT,
-                         borderValue=0).astype(bool)  # fmt: skip
+    in_band = _dilate(region, _disk(band))
     out = (out.reshape(h, w) & in_band) | core
     _, labels = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
     keep = np.unique(labels[core])
