@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cendetect.errors import ConfigError
@@ -31,6 +33,7 @@ __all__ = [
     "num_classes_from",
     "parse_config_text",
     "preprocess_config_from",
+    "read_config_file",
 ]
 
 # Names for the constructs a config may not use, for error messages.
@@ -186,6 +189,66 @@ def parse_config_text(text: str, source: str = "<config>") -> dict[str, Any]:
     except RecursionError:
         raise ConfigError(f"{source}: config is nested too deeply", source=source) from None
     return reader.names
+
+
+_MAX_BASE_DEPTH = 8
+
+
+def _merge_mmdet(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base`` as mmcv/mmengine ``Config`` merges inherited files: dicts merge
+    key by key, a dict with ``_delete_=True`` replaces the base's, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and value.get("_delete_") is True:
+            out[key] = copy.deepcopy({k: v for k, v in value.items() if k != "_delete_"})
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_mmdet(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_config_file(path: str | os.PathLike[str], _depth: int = 0) -> dict[str, Any]:
+    """An mmdetection config file (``.py``) parsed as data, its ``_base_`` files merged in.
+
+    ``_base_`` (a file name or a list of them) is resolved relative to the file, loaded in
+    order, and the file's own names merged over them (``_delete_=True`` replaces a dict).
+    Nothing is executed: each file goes through :func:`parse_config_text`. mmcv's
+    ``{{_base_.name}}`` text substitution is not a data construct and is refused.
+
+    Raises:
+        ConfigError: unreadable file, a construct outside the data subset, a missing base,
+            bases nested more than 8 deep.
+    """
+    path = Path(path)
+    if _depth > _MAX_BASE_DEPTH:
+        raise ConfigError(f"config {path}: _base_ files nest more than {_MAX_BASE_DEPTH} deep")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path}: cannot read it: {exc}", source=str(path)) from None
+    if "{{" in text and "_base_." in text:
+        raise ConfigError(
+            f"config {path}: uses mmcv's {{{{_base_.name}}}} substitution, which cendetect does "
+            "not evaluate; save the config as mmdetection dumps it (Config.dump, or the "
+            "work_dir copy) and pass that file",
+            source=str(path),
+        )
+    names = parse_config_text(text, str(path))
+    bases = names.pop("_base_", None)
+    if bases is None:
+        return names
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, (list, tuple)) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config {path}: _base_ must be a file name or a list of them")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        base = (path.parent / name).resolve()
+        if not base.is_file():
+            raise ConfigError(f"config {path}: _base_ file {name} not found ({base})")
+        merged = _merge_mmdet(merged, read_config_file(base, _depth + 1))
+    return _merge_mmdet(merged, names)
 
 
 #: the keep-ratio resize rules :class:`PreprocessConfig` reproduces (each family's own)

@@ -170,6 +170,7 @@ class Detector:
         stride_in_1x1: bool | None = None,
         refine: str = "auto",
         fallback_classes: Sequence[str] | None = None,
+        config: str | os.PathLike | None = None,
     ) -> Detector:
         """Load an mmdetection 2.x/3.x checkpoint, a bare state dict, or a detectron2 /
         maskrcnn-benchmark Mask R-CNN checkpoint (``.pth`` or detectron2 ``.pkl``).
@@ -186,10 +187,19 @@ class Detector:
         left in :attr:`checkpoint_format`. ``refine``: see the class docstring.
         ``fallback_classes`` (the commands' ``MMDET_CLASSES``) name the classes only of a file
         that holds no names itself; their count must be the model's.
+
+        ``config``: the training config, read as data and never executed: an mmdetection
+        ``.py`` config (replaces the one embedded in the checkpoint; ``_base_`` files beside it
+        are merged in), or the ``config.yaml`` / ``config.yml`` of a detectron2 or
+        maskrcnn-benchmark run (:mod:`cendetect.importers.yaml_config`: sizes, thresholds,
+        normalisation, anchors, poolers; a key that would change the model in a way cendetect
+        does not reproduce is refused by name).
         """
         from cendetect.importers import ImportedCheckpoint, load_any
 
         loaded = load_any(path, checkpoint_format, stride_in_1x1)
+        if config is not None:
+            loaded = with_config(loaded, config)
         if isinstance(loaded, ImportedCheckpoint):
             names = tuple(classes) if classes else loaded.classes
             if not names and fallback_classes:
@@ -298,6 +308,52 @@ class Detector:
             self.refined_classes(),
             self.paste,
         )
+
+
+def with_config(loaded: Any, config: str | os.PathLike) -> Any:
+    """``loaded`` (a :class:`~cendetect.checkpoint.Checkpoint` or an imported checkpoint) with
+    the config file ``config`` applied (see :meth:`Detector.from_checkpoint`).
+
+    Raises:
+        ConfigError: the file's kind does not fit the checkpoint's family, or the file is
+            refused (see :func:`cendetect.config.read_config_file`,
+            :func:`cendetect.importers.yaml_config.settings_from_yaml`).
+    """
+    import dataclasses
+
+    from cendetect.config import read_config_file
+    from cendetect.errors import ConfigError
+    from cendetect.importers import ImportedCheckpoint
+    from cendetect.importers.yaml_config import (
+        YAML_SUFFIXES,
+        apply_settings,
+        read_yaml_config,
+        settings_from_yaml,
+    )
+
+    cfg_path = Path(config)
+    suffix = cfg_path.suffix.lower()
+    if not cfg_path.is_file():
+        raise ConfigError(f"config {cfg_path}: no such file")
+    if suffix in YAML_SUFFIXES:
+        if not isinstance(loaded, ImportedCheckpoint):
+            raise ConfigError(
+                f"config {cfg_path} is a detectron2 / maskrcnn-benchmark YAML config but "
+                f"{loaded.path} is an mmdetection checkpoint; give its .py config"
+            )
+        settings = settings_from_yaml(read_yaml_config(cfg_path), loaded.family, str(cfg_path))
+        return apply_settings(loaded, settings)
+    if suffix == ".py":
+        if isinstance(loaded, ImportedCheckpoint):
+            raise ConfigError(
+                f"config {cfg_path} is an mmdetection config but {loaded.path} is a "
+                f"{loaded.family} checkpoint; give its config.yaml"
+            )
+        return dataclasses.replace(loaded, config=read_config_file(cfg_path))
+    raise ConfigError(
+        f"config {cfg_path}: unknown kind of config file (.py for mmdetection, .yaml / .yml "
+        "for detectron2 and maskrcnn-benchmark)"
+    )
 
 
 def _architecture(

@@ -115,6 +115,7 @@ def compile_engine(
     input_size: tuple[int, int] | None = None,
     channels_last: bool = False,
     fp32_stride: int | None = None,
+    config: str | os.PathLike | None = None,
 ) -> Manifest:
     """Build the artifact of ``checkpoint`` at ``output`` and return its manifest.
 
@@ -136,6 +137,8 @@ def compile_engine(
         fp32_stride: fp16/bf16 only: the image and the backbone stages whose output stride is
             at most this stay float32 (None: ``DEFAULT_FP32_STRIDE`` = 2, the stem; 0: every
             convolution in the low dtype). Recorded in the manifest.
+        config: the training config file applied to the checkpoint (an mmdetection ``.py``,
+            a detectron2 / maskrcnn-benchmark ``.yaml``), see ``Detector.from_checkpoint``.
 
     Raises:
         EngineError: unknown engine or precision, fp16 on the CPU, CUDA asked for without CUDA,
@@ -154,6 +157,7 @@ def compile_engine(
         input_size=input_size,
         channels_last=channels_last,
         fp32_stride=fp32_stride,
+        config=config,
     )
     return manifests[engine]
 
@@ -172,6 +176,7 @@ def compile_engines(
     input_size: tuple[int, int] | None = None,
     channels_last: bool = False,
     fp32_stride: int | None = None,
+    config: str | os.PathLike | None = None,
 ) -> dict[str, Manifest]:
     """Build several engines of one checkpoint: ``outputs`` maps engine kind -> artifact file.
 
@@ -188,7 +193,9 @@ def compile_engines(
     for engine in outputs:
         _check_options(engine, precision, device, any(sizes), channels_last)
     stride = _fp32_stride(precision, fp32_stride)
-    det = Detector.from_checkpoint(checkpoint, device=device, model=model, classes=classes)
+    det = Detector.from_checkpoint(
+        checkpoint, device=device, model=model, classes=classes, config=config
+    )
     pre = det.preprocess_cfg
     base = Manifest(
         engine="",

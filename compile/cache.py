@@ -40,9 +40,12 @@ def engine_cache_path(
     model: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     sha256: str | None = None,
+    config: str | os.PathLike | None = None,
 ) -> Path:
-    """Where the artifact of this key lives: ``STEM-SHA16[.MODEL].KIND.DEVICE.PREC.tTORCH.SUFFIX``
-    (``PREC`` of fp16/bf16 artifacts carries the float32-stage stride: ``bf16-s2``).
+    """Where the artifact of this key lives:
+    ``STEM-SHA16[.MODEL][.cfgSHA12].KIND.DEVICE.PREC.tTORCH.SUFFIX`` (``PREC`` of fp16/bf16
+    artifacts carries the float32-stage stride: ``bf16-s2``; ``cfgSHA12`` is the digest of the
+    ``config`` file's bytes, so an edited config compiles anew).
 
     ``sha256`` (hex digest of the checkpoint) is computed when not given.
     """
@@ -53,6 +56,8 @@ def engine_cache_path(
     parts = [f"{Path(checkpoint).stem}-{digest[:16]}"]
     if model:
         parts.append(model)
+    if config is not None:
+        parts.append(f"cfg{file_sha256(config)[:12]}")
     if precision != "fp32":
         from cendetect.compile.precision import DEFAULT_FP32_STRIDE
 
@@ -73,6 +78,7 @@ def cached_engine(
     model: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
+    config: str | os.PathLike | None = None,
 ) -> Path:
     """The cached artifact of ``checkpoint`` as ``kind``, compiled first if it is not there.
 
@@ -82,6 +88,7 @@ def cached_engine(
         precision, device, model: as for :func:`cendetect.compile.compile_engine`
             (default input sizes).
         cache_dir: the cache folder (default :func:`engine_cache_dir`).
+        config: the training config applied to the checkpoint (part of the cache key).
         log: called with one line when an artifact is compiled.
 
     Raises:
@@ -94,8 +101,9 @@ def cached_engine(
         raise EngineError(f"unknown engine {kind!r}; choose one of: {', '.join(ENGINE_KINDS)}")
     require_engine_package(kind)
     path = engine_cache_path(
-        checkpoint, kind, precision=precision, device=device, model=model, cache_dir=cache_dir
-    )
+        checkpoint, kind, precision=precision, device=device, model=model, cache_dir=cache_dir,
+        config=config,
+    )  # fmt: skip
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +112,9 @@ def cached_engine(
         log(f"compiling {kind} engine of {checkpoint} into {path} (once; later runs reuse it)")
     try:
         compile_engine(
-            checkpoint, tmp, engine=kind, precision=precision, device=device, model=model
-        )
+            checkpoint, tmp, engine=kind, precision=precision, device=device, model=model,
+            config=config,
+        )  # fmt: skip
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

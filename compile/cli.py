@@ -41,7 +41,16 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint's sha256). Load it with cendetect.Detector.from_engine(PATH).",
     )
     p.add_argument(
-        "--checkpoint", type=Path, help="mmdetection 2.x/3.x checkpoint or bare state dict (.pth)"
+        "--checkpoint",
+        type=Path,
+        help="mmdetection 2.x/3.x checkpoint or bare state dict (.pth), or a detectron2 / "
+        "maskrcnn-benchmark Mask R-CNN checkpoint",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="the checkpoint's training config, read as data: an mmdetection .py config "
+        "(replaces the embedded one) or a detectron2 / maskrcnn-benchmark config.yaml",
     )
     p.add_argument(
         "--model",
@@ -150,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_size=args.max_size,
             input_size=args.input_size,
             channels_last=args.channels_last,
+            config=args.config,
         )
     except ValueError as exc:  # EngineError, CheckpointError, ConfigError, bad sizes
         print(f"cendetect-compile: error: {exc}", file=sys.stderr)

@@ -267,7 +267,7 @@ def save_mmdet3_checkpoint(arch_dir: Path, out_path: Path) -> Path:
 
 
 #: fixture folders whose weights follow the "family" rule
-FAMILY_FIXTURES = ("detectron2", "maskrcnn_benchmark")
+FAMILY_FIXTURES = ("detectron2", "detectron2_cfg", "maskrcnn_benchmark")
 
 
 def rule_of(folder: Path) -> str:

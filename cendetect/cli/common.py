@@ -58,6 +58,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "checkpoint to use instead of the --model name",
     )
     g.add_argument(
+        "--config",
+        type=Path,
+        help="the checkpoint's training config, read as data (never executed): an mmdetection "
+        ".py config (replaces the one embedded in the checkpoint; _base_ files beside it are "
+        "merged) or the config.yaml / config.yml of a detectron2 or maskrcnn-benchmark run "
+        "(test sizes, thresholds, normalisation, anchors, poolers; docs/checkpoints.md)",
+    )
+    g.add_argument(
         "--checkpoint-format",
         choices=("auto", "mmdet", "detectron2", "maskrcnn_benchmark"),
         default="auto",
@@ -200,7 +208,15 @@ def _load(args: argparse.Namespace) -> Detector:
         fp16 = False
     try:
         kind = _engine_kind(args.engine)
+        config = getattr(args, "config", None)
+        if config is not None and not config.is_file():
+            raise CliError(f"--config {config}: no such file")
         if kind is None:  # a path
+            if config is not None:
+                raise CliError(
+                    f"--config {config}: an artifact made by cendetect-compile already holds its "
+                    "settings; give --config to cendetect-compile instead"
+                )
             return Detector.from_engine(
                 Path(args.engine), device=device, checkpoint=args.checkpoint
             )
@@ -213,7 +229,9 @@ def _load(args: argparse.Namespace) -> Detector:
             from cendetect.compile.cache import cached_engine
 
             precision = "fp16" if fp16 else "fp32"
-            path = cached_engine(ckpt, kind, precision=precision, device=device, log=say)
+            path = cached_engine(
+                ckpt, kind, precision=precision, device=device, log=say, config=config
+            )
             return Detector.from_engine(path, device=device, checkpoint=ckpt)
         # the config embedded in the checkpoint wins; --model only names the architecture of
         # a bare state dict
@@ -224,6 +242,7 @@ def _load(args: argparse.Namespace) -> Detector:
             model=args.model,
             checkpoint_format=getattr(args, "checkpoint_format", "auto"),
             fallback_classes=mmdet_classes(),
+            config=config,
         )
         if det.checkpoint_format != "mmdet":
             say(f"{ckpt}: imported a {det.checkpoint_format} checkpoint (see docs/checkpoints.md)")
