@@ -36,8 +36,9 @@ FAMILY = "maskrcnn_benchmark"
 PIXEL_MEAN = (102.9801, 115.9465, 122.7717)
 DEFAULT_STRIDE_IN_1X1 = True
 CONVENTION = BoxConvention(
-    family=FAMILY, anchors="legacy", offset=1.0, legacy_levels=True, norm_eps=0.0
-)
+    family=FAMILY, anchors="legacy", offset=1.0, legacy_levels=True, norm_eps=0.0,
+    norm_affine=True,
+)  # fmt: skip
 _BN = ("weight", "bias", "running_mean", "running_var")
 
 

@@ -16,6 +16,7 @@ config language cannot say (see :mod:`cendetect.models.detectron` for the formul
         scale_clamp=4.135166556742356,     # log(1000 / 16)
         legacy_levels=True,                # +1 areas in the FPN level mapping
         norm_eps=0.0,                      # FrozenBatchNorm epsilon of the backbone
+        norm_affine=True,                  # BN as x * scale + shift (its FrozenBatchNorm2d)
     )
 
 :func:`cendetect.models.build.build_model` strips the key, builds the mmdet model, then calls
@@ -57,6 +58,7 @@ class BoxConvention:
     scale_clamp: float = SCALE_CLAMP
     legacy_levels: bool = False
     norm_eps: float = 1e-5
+    norm_affine: bool = False
 
     def to_config(self) -> dict[str, Any]:
         """The plain-dict form stored under ``model['box_convention']``."""
@@ -85,6 +87,7 @@ def _convention(value: Any) -> BoxConvention:
             scale_clamp=float(value.get("scale_clamp", SCALE_CLAMP)),
             legacy_levels=bool(value.get("legacy_levels", False)),
             norm_eps=float(value.get("norm_eps", 1e-5)),
+            norm_affine=bool(value.get("norm_affine", False)),
         )
     except KeyError as exc:
         raise ConfigError(f"{where}: {exc.args[0]!r} is missing") from None
@@ -142,6 +145,7 @@ def apply_convention(model: M, conv: BoxConvention | None) -> M:
     for m in model.backbone.modules():
         if isinstance(m, FrozenBatchNorm2d):
             m.eps = conv.norm_eps
+            m.affine_form = conv.norm_affine
     anchors = cell_anchors(conv, list(rpn.strides))
     if anchors.shape != rpn.base_anchors.shape:
         raise ConfigError(

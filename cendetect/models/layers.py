@@ -19,12 +19,19 @@ class FrozenBatchNorm2d(nn.Module):
     dict has exactly mmdetection's keys. Evaluation is ``F.batch_norm(training=False)``, the very
     kernel mmdetection's eval-mode BatchNorm runs: a hand-written ``x * scale + shift`` differs
     in the last bit, and through ResNet-101 that moved thin masks by a pixel (parity tests).
+
+    ``affine_form`` (set for maskrcnn-benchmark imports, ``models/conventions.py``) evaluates
+    exactly that hand-written form instead, as maskrcnn-benchmark's ``FrozenBatchNorm2d`` does:
+    ``scale = weight * running_var.rsqrt()``, ``shift = bias - running_mean * scale``,
+    ``x * scale + shift`` (a multiply and an add, each rounded; no epsilon). Against its
+    fixture that halves the median score difference (docs/checkpoints.md).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
+        self.affine_form = False
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -32,6 +39,10 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.affine_form:
+            scale = self.weight.to(x.dtype) * (self.running_var.to(x.dtype) + self.eps).rsqrt()
+            shift = self.bias.to(x.dtype) - self.running_mean.to(x.dtype) * scale
+            return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
         return F.batch_norm(
             x,
             self.running_mean.to(x.dtype),

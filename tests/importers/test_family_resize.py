@@ -201,16 +201,22 @@ def test_maskrcnn_benchmark_matches_its_demo(
 ) -> None:
     """Every detection of maskrcnn-benchmark's demo (COCODemo.compute_prediction: its Resize,
     the model, BoxList.resize and its Masker) on every picture, matched, from a
-    DistributedDataParallel ("module."-prefixed) file: same class, masks within the pixel rule
-    of tests/tolerances.py, boxes compared in their +1 convention.
+    DistributedDataParallel ("module."-prefixed) file: same class, boxes compared in their +1
+    convention.
 
-    Box IoU >= 0.99 and scores within 1e-3 (the mmdetection parity rule), not detectron2's
-    0.999 / 1e-4: the two networks themselves differ by up to ~1e-3 px in boxes and 1.2e-4 in
-    score (measured on an Intel Xeon, 2026-12-07; the issue measured 3e-3 px and 4e-5 on the
-    EPYC), which on the thin detections of these random weights (boxes 1-2 px wide) is a box IoU
-    of 0.98 (those are matched by coordinates instead). Where that comes from is not found
-    yet (docs/checkpoints.md); the resize and the paste are exact (the presized and paste
-    tests)."""
+    On the AVX-512 code path the fixture was made on (``native``), the issue's rule: box IoU
+    >= 0.999 (boxes under a pixel wide: every coordinate within 0.01 px, where a 1e-3 px
+    difference is an IoU of 0.98), scores within 1e-4, masks within the pixel rule of
+    tests/tolerances.py. Measured on an Intel Xeon (2026-12-07), with the backbone's
+    FrozenBatchNorm evaluated in maskrcnn-benchmark's own ``x * scale + shift`` form
+    (``norm_affine``): box IoU >= 0.9990, scores within 7.7e-5, masks within 4 px. (With
+    ``F.batch_norm`` instead, scores moved by up to 1.2e-4 and boxes by 1.2e-2 px.)
+
+    On the AVX2 and scalar paths the same network sums in other orders (reason 1 of
+    tests/tolerances.py), amplified by these random weights as for detectron2's fixture: there
+    the mmdetection parity rule (box IoU >= 0.99, scores within 1e-3)."""
+    from tests.matching import code_path_level
+
     reason = inexact_fixture_weights()
     if reason:
         pytest.skip(reason)
@@ -241,8 +247,10 @@ def test_maskrcnn_benchmark_matches_its_demo(
             theirs, ours = legacy_box(ref_boxes[r], 28), legacy_box(boxes[j], 28)
             return f"integer box {theirs} vs {ours}" if theirs != ours else None
 
+        strict = code_path_level() == "native"
         rep = match_to_reference(
             _plus_one(res.boxes), res.scores, res.labels, res.masks, dets, box_abs_tol=0.01,
-            mask_exempt=truncation_flip,
+            mask_exempt=truncation_flip, box_iou_thr=0.999 if strict else 0.99,
+            score_tol=1e-4 if strict else 1e-3,
         )  # fmt: skip
         assert not rep.problems, f"{name}: {rep}\n" + "\n".join(rep.problems[:5])
