@@ -36,8 +36,10 @@ from cendetect.io.coco import CocoWriter
 from cendetect.io.decode import read_image_file
 from cendetect.io.deepcreampy import CLASSES as DCP_CLASSES
 from cendetect.io.deepcreampy import Ledger, write_deepcreampy
+from cendetect.io.mask_image import mask_image_name, write_mask_image
 from cendetect.io.opex import write_opex
 from cendetect.io.roi_csv import write_roi_csv
+from cendetect.io.shapes import ShapeOptions
 from cendetect.pipeline import decoded_in_order, select
 
 if TYPE_CHECKING:
@@ -63,6 +65,9 @@ class OutputOptions:
         layout: ``"tree"`` (the input's sub-folders, one output image per input) or
             ``"deepcreampy"`` (:mod:`cendetect.io.deepcreampy`: flat per-class folders).
         layout_classes: the per-class trees of the deepcreampy layout.
+        shapes: outline and box options of the OPEX / ROI CSV outputs (mmdet_predict's).
+        output_mask_image: also write ``{stem}-mask.png`` beside each output image
+            (:mod:`cendetect.io.mask_image`).
     """
 
     mode: str = "fill"
@@ -73,6 +78,8 @@ class OutputOptions:
     save_csv: bool = False
     layout: str = "tree"
     layout_classes: tuple[str, ...] = DCP_CLASSES
+    shapes: ShapeOptions | None = None
+    output_mask_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,9 +185,11 @@ def _write(
         out = det.composite(image, mode=opts.mode, dilate=opts.dilate, inplace=True)
     write_image_atomic(job.image, out)
     if opts.save_json == "opex":
-        write_opex(job.opex, det, job.name)
+        write_opex(job.opex, det, job.name, opts.shapes)
     if opts.save_csv:
-        write_roi_csv(job.csv, det, job.source.name)
+        write_roi_csv(job.csv, det, job.source.name, opts.shapes)
+    if opts.output_mask_image:
+        write_mask_image(job.image.with_name(mask_image_name(job.image.name)), det)
     return None
 
 

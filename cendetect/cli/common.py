@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cendetect.detector import Detector
 
-__all__ = ["CENDETECT_MODELS", "CliError", "add_model_args", "load_detector", "say"]
+__all__ = [
+    "CENDETECT_MODELS",
+    "CliError",
+    "add_model_args",
+    "add_shape_args",
+    "load_detector",
+    "say",
+    "shape_options",
+]
 
 #: CenDetect's ``--model`` values (det.py); the file looked for is ``{model_directory}/{name}.pth``
 CENDETECT_MODELS = (
@@ -64,6 +72,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         ".py config (replaces the one embedded in the checkpoint; _base_ files beside it are "
         "merged) or the config.yaml / config.yml of a detectron2 or maskrcnn-benchmark run "
         "(test sizes, thresholds, normalisation, anchors, poolers; docs/checkpoints.md)",
+    )
+    g.add_argument(
+        "--labels",
+        type=Path,
+        help="a text file with the class names (comma-separated, 'a','b' quoted or not, or one "
+        "per line) for a checkpoint that holds none; wins over MMDET_CLASSES (mmdet_predict "
+        "ignores its --labels and reads only MMDET_CLASSES; cendetect takes either)",
+    )
+    g.add_argument(
+        "--mask_threshold",
+        type=float,
+        help="binarisation threshold of the pasted mask probabilities (default: the model's, "
+        "0.5, mmdetection's mask_thr_binary). mmdet_predict's --mask_threshold (default 0.1) is "
+        "the level at which it traces outlines on masks already binarised at 0.5; here it "
+        "decides which pixels are in the mask at all",
     )
     g.add_argument(
         "--checkpoint-format",
@@ -175,10 +198,99 @@ def mmdet_classes(env: Mapping[str, str] | None = None) -> tuple[str, ...] | Non
     return names
 
 
+def add_shape_args(p: argparse.ArgumentParser, mask_image: bool = True) -> None:
+    """The outline options of mmdet_predict (its names and meanings; docs/cli.md)."""
+    g = p.add_argument_group("outlines and boxes (mmdet_predict's options)")
+    g.add_argument(
+        "--mask_nth", type=int, default=1,
+        help="trace outlines on every n-th row and column only: faster on large masks, "
+        "coarser (default 1: every pixel)",
+    )  # fmt: skip
+    g.add_argument(
+        "--view_margin", type=int,
+        help="trace only within each detection's box grown by this many pixels (theirs "
+        "defaults to 2; default here: the whole mask, since a refined mask may pass its box)",
+    )  # fmt: skip
+    g.add_argument(
+        "--fully_connected", choices=("high", "low"), default="high",
+        help="high (default): mask pixels touching at a corner are one region; low: they are "
+        "not, and the largest 4-connected part is outlined",
+    )  # fmt: skip
+    g.add_argument(
+        "--output_minrect", action="store_true",
+        help="also write each outline's minimal rotated rectangle (minrect_w, minrect_h columns "
+        "in the ROI CSV; the object's meta in OPEX)",
+    )  # fmt: skip
+    g.add_argument(
+        "--fit_bbox_to_polygon", action="store_true",
+        help="replace each box by its outline's bounding box",
+    )  # fmt: skip
+    g.add_argument(
+        "--bbox_as_fallback", type=float, default=-1.0,
+        help="use the box as the outline when the outline's bounding box covers less than this "
+        "fraction of the box (or the outline has < 3 points); off when < 0 (default)",
+    )  # fmt: skip
+    if mask_image:
+        g.add_argument(
+            "--output_mask_image", action="store_true",
+            help="also write {name}-mask.png: an indexed PNG whose pixels are the 1-based class "
+            "of the (highest-scoring) detection covering them, 0 elsewhere",
+        )  # fmt: skip
+
+
+def shape_options(args: argparse.Namespace):
+    """:class:`~cendetect.io.shapes.ShapeOptions` from :func:`add_shape_args`'s options.
+
+    Raises:
+        CliError: a value out of range, or --fit_bbox_to_polygon with --bbox_as_fallback.
+    """
+    from cendetect.io.shapes import ShapeOptions
+
+    try:
+        return ShapeOptions(
+            mask_nth=args.mask_nth,
+            view_margin=args.view_margin,
+            fully_connected=args.fully_connected,
+            output_minrect=args.output_minrect,
+            fit_bbox_to_polygon=args.fit_bbox_to_polygon,
+            bbox_as_fallback=args.bbox_as_fallback,
+        )
+    except ValueError as exc:
+        flag = {
+            "mask_nth": "--mask_nth",
+            "view_margin": "--view_margin",
+            "fit_bbox_to_polygon": "--fit_bbox_to_polygon / --bbox_as_fallback",
+        }
+        name = next((v for k, v in flag.items() if str(exc).startswith(k)), "option")
+        raise CliError(f"{name}: {exc}") from None
+
+
+def labels_file(path: Path) -> tuple[str, ...]:
+    """Class names from a ``--labels`` file (the forms MMDET_CLASSES files take).
+
+    Raises:
+        CliError: unreadable file or no names in it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8").replace("\n", ",")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"--labels {path}: cannot read it: {exc}") from None
+    names = parse_class_list(text)
+    if not names:
+        raise CliError(f"--labels {path}: no class names in it")
+    return names
+
+
 def load_detector(args: argparse.Namespace) -> Detector:
-    """The detector the model options name, with ``--refine`` applied (see :func:`_load`)."""
+    """The detector the model options name, with ``--refine`` and ``--mask_threshold`` applied
+    (see :func:`_load`)."""
+    threshold = getattr(args, "mask_threshold", None)
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise CliError(f"--mask_threshold {threshold}: must be in [0, 1)")
     det = _load(args)
     det.refine = getattr(args, "refine", "auto")
+    if threshold is not None:
+        det.mask_threshold = float(threshold)
     return det
 
 
@@ -208,6 +320,8 @@ def _load(args: argparse.Namespace) -> Detector:
         fp16 = False
     try:
         kind = _engine_kind(args.engine)
+        labels = getattr(args, "labels", None)
+        fallback = labels_file(labels) if labels is not None else mmdet_classes()
         config = getattr(args, "config", None)
         if config is not None and not config.is_file():
             raise CliError(f"--config {config}: no such file")
@@ -241,7 +355,7 @@ def _load(args: argparse.Namespace) -> Detector:
             fp16=fp16,
             model=args.model,
             checkpoint_format=getattr(args, "checkpoint_format", "auto"),
-            fallback_classes=mmdet_classes(),
+            fallback_classes=fallback,
             config=config,
         )
         if det.checkpoint_format != "mmdet":

@@ -93,9 +93,9 @@ _NOTES = (
     "family's own resize (PIL) and mask paste. Checked against the real code's outputs on "
     "seeded R-50 weights (docs/checkpoints.md): detectron2 (DefaultPredictor, 02b5c4e) 400/400 "
     "detections at the pictures' own sizes, box IoU >= 0.9996, scores within 1e-6, masks within "
-    "1 px; maskrcnn-benchmark (its demo, 57eec25) every detection matched, boxes within ~1e-3 "
-    "px and scores within 2e-4 (the networks' own remaining difference), masks by its Masker's "
-    "paste. --config reads their config.yaml as data: the real detectron2's run under a "
+    "1 px; maskrcnn-benchmark (its demo, 57eec25) every detection matched, box IoU >= 0.999, "
+    "scores within 1e-4 (its batch-norm arithmetic reproduced), masks by its Masker's paste. "
+    "--config reads their config.yaml as data: the real detectron2's run under a "
     "non-default config.yaml (3 classes, 640/1000 resize, score 0.3) is matched through "
     "'cendetect run --config', 400/400 detections.",
 )

@@ -13,7 +13,14 @@ import os
 import signal
 import socket
 
-from cendetect.cli.common import CliError, add_model_args, load_detector, say
+from cendetect.cli.common import (
+    CliError,
+    add_model_args,
+    add_shape_args,
+    load_detector,
+    say,
+    shape_options,
+)
 
 __all__ = ["add_parser", "serve"]
 
@@ -47,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="seconds before another worker's pending entry is taken over (default 30)",
     )  # fmt: skip
     add_model_args(p)
+    add_shape_args(p, mask_image=False)
     p.set_defaults(func=serve)
     return p
 
@@ -62,6 +70,7 @@ def serve(args: argparse.Namespace) -> int:
         password = os.environ.get(args.redis_password_env)
         if password is None:
             raise CliError(f"--redis_password_env {args.redis_password_env}: variable not set")
+    shapes = shape_options(args)
     detector = load_detector(args)
     client = redis.Redis(
         host=args.redis_host, port=args.redis_port, db=args.redis_db, password=password
@@ -75,6 +84,7 @@ def serve(args: argparse.Namespace) -> int:
     worker = RedisWorker(
         detector, client, args.redis_in, args.redis_out, score=args.score,
         batch_size=args.batch_size, report=lambda m: say(m.removeprefix("cendetect: ")),
+        shapes=shapes,
     )  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     ready = lambda: say(f"ready: {args.redis_in} -> {args.redis_out}")  # noqa: E731

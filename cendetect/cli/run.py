@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cendetect.cli.common import CliError, add_model_args, load_detector, say
+from cendetect.cli.common import (
+    CliError,
+    add_model_args,
+    add_shape_args,
+    load_detector,
+    say,
+    shape_options,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -61,6 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "OUT/mosaic/decensor_input_original, each image filled with its own class's regions "
         "(--classes picks the trees; sub-folders are joined into the name by '__')",
     )
+    add_shape_args(p)
     e = p.add_argument_group("execution")
     e.add_argument("--batch-size", type=int, help="images per model call (default 4 on cuda, 1)")
     e.add_argument("--workers", type=int, default=2, help="decode/encode threads (default 2)")
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--batch-size {args.batch_size}: must be >= 1")
     if args.streams is not None and args.streams < 1:
         raise CliError(f"--streams {args.streams}: must be >= 1")
+    shapes = shape_options(args)
     listing_errors: list[tuple[str, str]] = []
     try:
         inputs = discover_inputs(args.input_path, errors=listing_errors)
@@ -164,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         save_csv=args.save_csv,
         layout=args.layout,
         layout_classes=layout_classes or OutputOptions().layout_classes,
+        shapes=shapes,
+        output_mask_image=args.output_mask_image,
     )
     images = [p for p in inputs if not is_video(p)]
     videos = [p for p in inputs if is_video(p)]

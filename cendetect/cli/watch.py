@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cendetect.cli.common import CliError, add_model_args, load_detector, say
+from cendetect.cli.common import (
+    CliError,
+    add_model_args,
+    add_shape_args,
+    load_detector,
+    say,
+    shape_options,
+)
 
 __all__ = ["add_parser", "watch"]
 
@@ -39,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=1, help="images per model call")
     add_model_args(p)
+    add_shape_args(p)
     p.set_defaults(func=watch)
     return p
 
@@ -51,6 +59,7 @@ def watch(args: argparse.Namespace) -> int:
         raise CliError(f"--prediction_in {args.prediction_in}: no such folder")
     if args.poll_wait < 0:
         raise CliError(f"--poll_wait {args.poll_wait}: must be >= 0")
+    shapes = shape_options(args)
     detector = load_detector(args)
     opts = WatchOptions(
         prediction_in=args.prediction_in,
@@ -62,6 +71,8 @@ def watch(args: argparse.Namespace) -> int:
         score=args.score,
         prediction_format=args.prediction_format,
         batch_size=max(1, args.batch_size),
+        shapes=shapes,
+        output_mask_image=args.output_mask_image,
     )
     watcher = FolderWatcher(detector, opts, report=lambda m: say(m.removeprefix("cendetect: ")))
     try:

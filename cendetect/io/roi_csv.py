@@ -3,7 +3,9 @@
 Columns: ``file,x0,y0,x1,y1,x0n,y0n,x1n,y1n,label,label_str,score,poly_x,poly_y``; ``x0..y1``
 are inclusive pixel indices, ``*n`` the same divided by the image width or height, ``label``
 the 0-based class index, and ``poly_x`` / ``poly_y`` the outline's comma-separated coordinates
-(one quoted CSV field each).
+(one quoted CSV field each). With ``ShapeOptions(output_minrect=True)`` two more columns,
+``minrect_w,minrect_h``: the outline's minimal rotated rectangle, as mmdet_predict's
+``--output_minrect`` writes them.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import os
 
 from cendetect.engine.postprocess import Detections
 from cendetect.io.atomic import write_text_atomic
-from cendetect.io.shapes import outline_polygons, pixel_box
+from cendetect.io.shapes import ShapeOptions, instance_shapes
 
-__all__ = ["ROI_COLUMNS", "roi_csv_name", "to_roi_csv", "write_roi_csv"]
+__all__ = ["MINRECT_COLUMNS", "ROI_COLUMNS", "roi_csv_name", "to_roi_csv", "write_roi_csv"]
 
 ROI_COLUMNS = (
     "file", "x0", "y0", "x1", "y1", "x0n", "y0n", "x1n", "y1n",
     "label", "label_str", "score", "poly_x", "poly_y",
 )  # fmt: skip
+MINRECT_COLUMNS = ("minrect_w", "minrect_h")
 
 
 def roi_csv_name(image_name: str) -> str:
@@ -30,27 +33,32 @@ def roi_csv_name(image_name: str) -> str:
     return f"{stem}-rois.csv"
 
 
-def to_roi_csv(det: Detections, file: str) -> str:
-    """The CSV text for one image whose file name is ``file``."""
+def to_roi_csv(det: Detections, file: str, shapes: ShapeOptions | None = None) -> str:
+    """The CSV text for one image whose file name is ``file`` (outlines per ``shapes``)."""
     h, w = det.image_size
+    minrect = bool(shapes and shapes.output_minrect)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(ROI_COLUMNS)
-    for i, poly in enumerate(outline_polygons(det)):
-        x0, y0, x1, y1 = pixel_box(det.boxes[i], det.image_size)
+    writer.writerow(ROI_COLUMNS + (MINRECT_COLUMNS if minrect else ()))
+    for i, shape in enumerate(instance_shapes(det, shapes)):
+        x0, y0, x1, y1 = shape.box
+        poly = shape.polygon
         label = int(det.labels[i])
-        writer.writerow(
-            [
-                file, x0, y0, x1, y1,
-                x0 / w, y0 / h, x1 / w, y1 / h,
-                label, det.class_names[label], float(det.scores[i]),
-                ",".join(str(int(v)) for v in poly[:, 0]),
-                ",".join(str(int(v)) for v in poly[:, 1]),
-            ]
-        )  # fmt: skip
+        row = [
+            file, x0, y0, x1, y1,
+            x0 / w, y0 / h, x1 / w, y1 / h,
+            label, det.class_names[label], float(det.scores[i]),
+            ",".join(str(int(v)) for v in poly[:, 0]),
+            ",".join(str(int(v)) for v in poly[:, 1]),
+        ]  # fmt: skip
+        if minrect and shape.minrect is not None:
+            row += [shape.minrect[0], shape.minrect[1]]
+        writer.writerow(row)
     return buf.getvalue()
 
 
-def write_roi_csv(path: str | os.PathLike[str], det: Detections, file: str) -> None:
+def write_roi_csv(
+    path: str | os.PathLike[str], det: Detections, file: str, shapes: ShapeOptions | None = None
+) -> None:
     """Write :func:`to_roi_csv` atomically to ``path``."""
-    write_text_atomic(path, to_roi_csv(det, file))
+    write_text_atomic(path, to_roi_csv(det, file, shapes))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cendetect.io.decode import ImageDecodeError, decode_image
 from cendetect.io.opex import error_json, to_opex
+from cendetect.io.shapes import ShapeOptions
 from cendetect.pipeline import select
 
 if TYPE_CHECKING:
@@ -76,8 +77,10 @@ class RedisWorker:
         batch_size: int = 1,
         max_pixels: int | None = None,
         report: Callable[[str], None] = print,
+        shapes: ShapeOptions | None = None,
     ) -> None:
         self.detector = detector
+        self.shapes = shapes
         self.client = client
         self.channel_in = channel_in
         self.channel_out = channel_out
@@ -118,7 +121,10 @@ class RedisWorker:
             else:
                 for (i, _), det in zip(images, dets, strict=True):
                     rid = requests[i][0]
-                    out[i] = (rid, to_opex(select(det, self.score), rid).to_json_string())
+                    out[i] = (
+                        rid,
+                        to_opex(select(det, self.score), rid, shapes=self.shapes).to_json_string(),
+                    )
         return [a for a in out if a is not None]
 
     # ---- pub/sub --------------------------------------------------------------------------

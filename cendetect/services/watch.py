@@ -26,8 +26,10 @@ from cendetect.engine.postprocess import Detections
 from cendetect.io.atomic import write_text_atomic
 from cendetect.io.decode import ImageDecodeError, decode_image, is_complete
 from cendetect.io.discovery import IMAGE_EXTENSIONS
+from cendetect.io.mask_image import mask_image_name, write_mask_image
 from cendetect.io.opex import to_opex
 from cendetect.io.roi_csv import roi_csv_name, to_roi_csv
+from cendetect.io.shapes import ShapeOptions
 from cendetect.pipeline import select
 from cendetect.pipeline_run import Summary
 
@@ -57,6 +59,9 @@ class WatchOptions:
         batch_size: images per model call.
         stale_polls: polls an incomplete file may stay unchanged before it is set aside.
         max_pixels: refuse larger images (None: Pillow's limit).
+        shapes: how outlines and boxes are written (mmdet_predict's --mask_nth, --view_margin,
+            --fully_connected, --output_minrect, --fit_bbox_to_polygon, --bbox_as_fallback).
+        output_mask_image: also write ``{stem}-mask.png`` (:mod:`cendetect.io.mask_image`).
     """
 
     prediction_in: Path
@@ -70,6 +75,8 @@ class WatchOptions:
     batch_size: int = 1
     stale_polls: int = 3
     max_pixels: int | None = None
+    shapes: ShapeOptions | None = None
+    output_mask_image: bool = False
 
 
 class FolderWatcher:
@@ -200,9 +207,16 @@ class FolderWatcher:
     def _deliver(self, path: Path, det: Detections) -> None:
         o = self.opts
         if o.prediction_format == "opex":
-            name, text = path.stem + ".json", to_opex(det, path.stem).to_json_string()
+            name = path.stem + ".json"
+            text = to_opex(det, path.stem, shapes=o.shapes).to_json_string()
         else:
-            name, text = roi_csv_name(path.name), to_roi_csv(det, path.name)
+            name, text = roi_csv_name(path.name), to_roi_csv(det, path.name, o.shapes)
+        if o.output_mask_image:
+            mask_name = mask_image_name(path.name)
+            where = o.prediction_tmp if o.prediction_tmp is not None else o.prediction_out
+            write_mask_image(where / mask_name, det)
+            if o.prediction_tmp is not None:
+                shutil.move(where / mask_name, o.prediction_out / mask_name)
         final = o.prediction_out / name
         if o.prediction_tmp is not None:
             tmp = o.prediction_tmp / name

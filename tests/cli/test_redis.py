@@ -182,3 +182,39 @@ def test_stream_workers_share_a_queue_and_survive_a_kill(tiny_ckpt: Path, redis_
     finally:
         for w in workers[1:]:
             _stop(w)
+
+
+def test_outline_options_reach_the_answers(tiny_ckpt: Path, redis_port: int) -> None:
+    """mmdet_predict_redis's --output_minrect and --fit_bbox_to_polygon, through the worker."""
+    client = redis.Redis(port=redis_port)
+    worker = _worker(
+        tiny_ckpt, redis_port, "--redis_in", "opt_in", "--redis_out", "opt_out",
+        "--output_minrect", "--fit_bbox_to_polygon", "--mask_nth", "2",
+    )  # fmt: skip
+    listener = client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("opt_out")
+    try:
+        _until(lambda: client.pubsub_numsub("opt_in")[0][1] >= 1, 120, worker)
+        img = cv2.imencode(".png", cv2.resize(cv2.imread(str(_sample())), (128, 96)))[1]
+        client.publish("opt_in", img.tobytes())
+        msg = None
+        deadline = time.monotonic() + 60
+        while msg is None and time.monotonic() < deadline:
+            msg = listener.get_message(timeout=1.0)
+        assert msg is not None, _stop(worker)
+        objects = json.loads(msg["data"])["objects"]
+        assert objects
+        for o in objects:
+            pts = np.array(o["polygon"]["points"])
+            b = o["bbox"]
+            assert (b["left"], b["right"]) == (pts[:, 0].min(), pts[:, 0].max())
+            assert float(o["meta"]["minrect_w"]) > 0 and float(o["meta"]["minrect_h"]) > 0
+    finally:
+        listener.close()
+        _stop(worker)
+
+
+def _sample() -> Path:
+    return (
+        Path(__file__).resolve().parent.parent / "data" / "mmdet" / "images" / "astronaut_512.png"
+    )

@@ -316,14 +316,20 @@ def test_cendetect_run_with_detectron2_config_matches_default_predictor(
     detectron2`` on the fixture pictures at their own sizes gives every detection detectron2's
     ``DefaultPredictor`` gave under that config (640/1000 resize, 3 classes, score > 0.3).
 
-    Rule: same class; box IoU >= 0.999, or all coordinates within 0.02 px for the boxes under a
-    pixel tall, whose IoU a 1e-3 px difference moves by 0.2 % (measured on an Intel Xeon with
-    AVX-512: IoU >= 0.99913, coordinates within 0.01 px); score within 1e-4 (measured 7.2e-5:
-    float32 summation order, reason 1 of tests/tolerances.py, through these random weights);
-    masks within 5 % of their union, at least 4 px (measured: 5 of 106 px on one small mask
-    whose box moved by 1e-3 px). Without the config the same weights run at detectron2's
-    default 800/1333 and match none of a picture's 100 detections: the config is what makes it
-    detectron2's result."""
+    On the AVX-512 code path the fixture was made on (``native``): same class; box IoU >= 0.999,
+    or all coordinates within 0.02 px for the boxes under a pixel tall, whose IoU a 1e-3 px
+    difference moves by 0.2 % (measured on an Intel Xeon: IoU >= 0.99913, coordinates within
+    0.01 px); score within 1e-4 (measured 7.2e-5: float32 summation order, reason 1 of
+    tests/tolerances.py, through these random weights); masks within 5 % of their union, at
+    least 4 px (measured: 5 of 106 px on one small mask whose box moved by 1e-3 px).
+
+    On the AVX2 and scalar paths (tests/isa.py) the rule of detectron2's own fixture test
+    (test_family_resize.py) on those paths: scores within 2e-4, coordinates within 0.05 px,
+    masks within 10 % of their union (measured at avx2: a score 1.06e-4 off, 6 of 112 px on a
+    small mask), a detection unmatched only at the 100-detection cut.
+
+    Without the config the same weights run at detectron2's default 800/1333 and match none
+    of a picture's 100 detections: the config is what makes it detectron2's result."""
     from cendetect.cli import main
 
     reason = inexact_fixture_weights()
@@ -339,8 +345,9 @@ def test_cendetect_run_with_detectron2_config_matches_default_predictor(
     ]  # fmt: skip
     rc = main(args)
     assert rc == 0, capsys.readouterr().err
-    from tests.matching import match_to_reference
+    from tests.matching import code_path_level, match_to_reference
 
+    strict = code_path_level() == "native"
     coco = json.loads((out / "coco.json").read_text())
     expected = json.loads((D2_CFG / "expected.json").read_text())["images"]
     assert sorted(im["file_name"] for im in coco["images"]) == sorted(expected)
@@ -352,19 +359,24 @@ def test_cendetect_run_with_detectron2_config_matches_default_predictor(
         masks = np.stack([mask_utils.decode(a["segmentation"]).astype(bool) for a in anns])
         ref = expected[im["file_name"]]["detections"]
 
-        def within_5_percent(
-            r: int, j: int, ref: list = ref, masks: np.ndarray = masks
-        ) -> str | None:
+        def within(r: int, j: int, ref: list = ref, masks: np.ndarray = masks) -> str | None:
             theirs = mask_utils.decode(ref[r]["mask_rle"]).astype(bool)
             diff, union = int((theirs != masks[j]).sum()), int((theirs | masks[j]).sum())
-            return "within 5 % of the union" if diff <= max(4, 0.05 * union) else None
+            share = 0.05 if strict else 0.10
+            return f"within {share:.0%} of the union" if diff <= max(4, share * union) else None
 
-        rep = match_to_reference(
-            boxes, scores, labels, masks, ref, box_iou_thr=0.999, score_tol=1e-4,
-            box_abs_tol=0.02, mask_exempt=within_5_percent,
-        )  # fmt: skip
+        if strict:
+            rep = match_to_reference(
+                boxes, scores, labels, masks, ref, box_iou_thr=0.999, score_tol=1e-4,
+                box_abs_tol=0.02, mask_exempt=within,
+            )  # fmt: skip
+        else:
+            rep = match_to_reference(
+                boxes, scores, labels, masks, ref, box_iou_thr=0.999, score_tol=2e-4,
+                box_abs_tol=0.05, cut_tol=2e-4, mask_exempt=within,
+            )  # fmt: skip
         assert not rep.problems, f"{im['file_name']}: {rep}\n" + "\n".join(rep.problems[:5])
-        assert rep.matched == len(ref), (im["file_name"], str(rep))
+        assert rep.matched >= len(ref) - (0 if strict else 2), (im["file_name"], str(rep))
 
 
 def test_compiled_engine_carries_the_config(tmp_path: Path) -> None:
