@@ -8,86 +8,83 @@ namespace cendetect {
 namespace morph {
 namespace {
 
-constexpr int32_t kInf = int32_t{1} << 30;  // squared distances stay below (2 * 4096)^2 = 2^26
-
-// Lower envelope of parabolas (Felzenszwalb & Huttenlocher), one line: d[p] = min_q (p - q)^2
-// + f[q] over the q with a finite f. Exact: the minimum is taken over integers; the envelope's
-// breakpoints only decide which parabola is evaluated, and a tie gives the same value.
-void edt_line(int32_t* f, int64_t n, std::vector<int64_t>& v, std::vector<double>& z,
-              std::vector<int32_t>& tmp) {
-  v.resize(static_cast<size_t>(n));
-  z.resize(static_cast<size_t>(n) + 1);
-  tmp.resize(static_cast<size_t>(n));
-  int64_t k = -1;
-  for (int64_t q = 0; q < n; ++q) {
-    const int64_t fq = f[q];
-    if (fq >= kInf) continue;
-    if (k < 0) {
-      k = 0;
-      v[0] = q;
-      z[0] = -std::numeric_limits<double>::infinity();
-      z[1] = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    double s;
-    while (true) {
-      const int64_t p = v[k];
-      s = static_cast<double>((fq + q * q) - (f[p] + p * p)) / (2.0 * static_cast<double>(q - p));
-      if (s <= z[k] && k > 0) {
-        --k;
-        continue;
-      }
-      break;
-    }
-    if (s <= z[k]) {  // k == 0 and the new parabola is lower everywhere left of the old one
-      v[0] = q;
-      z[1] = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    ++k;
-    v[k] = q;
-    z[k] = s;
-    z[k + 1] = std::numeric_limits<double>::infinity();
+// Pixels within Euclidean distance r of a feature pixel of an h x w grid (out[i] = 1 where
+// min over features of dx^2 + dy^2 <= r^2); with `border_is_feature`, every pixel outside the
+// grid counts as a feature too. Exact and integer-only, in two separable passes: (1) per
+// column, the vertical distance g to the nearest feature in that column (capped at r + 1:
+// farther never reaches), by a downward and an upward sweep over whole rows; (2) per row, each
+// pixel x' with g <= r covers |x - x'| <= floor(sqrt(r^2 - g^2)) (the nearest feature of column
+// x' is the best that column offers any pixel of the row), marked in a difference array and
+// summed. O(h w) whatever r is, no division, no float.
+void disk_cover(const std::vector<uint8_t>& feature, int64_t h, int64_t w, int64_t r,
+                bool border_is_feature, std::vector<uint8_t>& out, Scratch& sc) {
+  out.resize(static_cast<size_t>(h * w));
+  if (h <= 0 || w <= 0) return;
+  if (r < 0) {  // a negative radius reaches nothing
+    std::fill(out.begin(), out.end(), uint8_t{0});
+    return;
   }
-  if (k < 0) {
-    for (int64_t p = 0; p < n; ++p) tmp[p] = kInf;
-  } else {
-    int64_t j = 0;
-    for (int64_t p = 0; p < n; ++p) {
-      while (z[j + 1] < static_cast<double>(p)) ++j;
-      const int64_t q = v[j];
-      tmp[p] = static_cast<int32_t>((p - q) * (p - q) + f[q]);
-    }
-  }
-  std::copy(tmp.begin(), tmp.begin() + n, f);
-}
-
-// Squared Euclidean distance from every pixel of an h x w grid to the nearest feature pixel
-// (kInf when there is none). First phase (Meijster et al.): per column, the distance to the
-// nearest feature in that column, by a downward and an upward sweep over whole rows (contiguous
-// memory); second phase: the lower envelope of parabolas along each row.
-void squared_edt(const std::vector<uint8_t>& feature, int64_t h, int64_t w,
-                 std::vector<int32_t>& d2, Scratch& sc) {
-  d2.resize(static_cast<size_t>(h * w));
-  const int32_t far = static_cast<int32_t>(h + w + 1);  // no feature in the column
-  int32_t* g = d2.data();  // column distances first, squared in place
-  for (int64_t x = 0; x < w; ++x) g[x] = feature[x] ? 0 : far;
+  const int32_t cap = static_cast<int32_t>(r + 1);  // "no feature within r" in this column
+  std::vector<int32_t>& g = sc.g;
+  g.resize(static_cast<size_t>(h * w));
+  const int32_t top = border_is_feature ? 1 : cap;  // row -1 is a feature: distance 1
+  for (int64_t x = 0; x < w; ++x) g[x] = feature[x] ? 0 : std::min(top, cap);
   for (int64_t y = 1; y < h; ++y) {
     const uint8_t* f = feature.data() + y * w;
-    const int32_t* up = g + (y - 1) * w;
-    int32_t* row = g + y * w;
-    for (int64_t x = 0; x < w; ++x) row[x] = f[x] ? 0 : std::min(up[x] + 1, far);
+    const int32_t* up = g.data() + (y - 1) * w;
+    int32_t* row = g.data() + y * w;
+    for (int64_t x = 0; x < w; ++x) row[x] = f[x] ? 0 : std::min(up[x] + 1, cap);
+  }
+  if (border_is_feature) {
+    int32_t* last = g.data() + (h - 1) * w;
+    for (int64_t x = 0; x < w; ++x) last[x] = std::min(last[x], int32_t{1});  // row h
   }
   for (int64_t y = h - 2; y >= 0; --y) {
-    const int32_t* down = g + (y + 1) * w;
-    int32_t* row = g + y * w;
+    const int32_t* down = g.data() + (y + 1) * w;
+    int32_t* row = g.data() + y * w;
     for (int64_t x = 0; x < w; ++x) row[x] = std::min(row[x], down[x] + 1);
   }
-  for (int64_t i = 0; i < h * w; ++i) g[i] = g[i] >= far ? kInf : g[i] * g[i];
-  std::vector<int64_t>& v = sc.v;
-  std::vector<int32_t>& tmp = sc.tmp;
-  std::vector<double>& z = sc.z;
-  for (int64_t y = 0; y < h; ++y) edt_line(g + y * w, w, v, z, tmp);
+  // half[k] = floor(sqrt(r^2 - k^2)) for k = 0..r, exactly; half[r + 1] reaches nothing
+  constexpr int32_t kNever = int32_t{1} << 29;
+  std::vector<int32_t>& half = sc.half;
+  half.resize(static_cast<size_t>(cap) + 1);
+  for (int64_t k = 0; k <= cap; ++k) {
+    const int64_t rest = r * r - k * k;
+    if (k > r || rest < 0) {
+      half[static_cast<size_t>(k)] = -kNever;
+      continue;
+    }
+    int64_t s = static_cast<int64_t>(std::sqrt(static_cast<double>(rest)));
+    while (s * s > rest) --s;
+    while ((s + 1) * (s + 1) <= rest) ++s;
+    half[static_cast<size_t>(k)] = static_cast<int32_t>(s);
+  }
+  // each column x' with g <= r covers [x' - half, x' + half]: +1 / -1 in a difference array,
+  // then a running sum (independent increments: no serial dependence between columns)
+  std::vector<int32_t>& diff = sc.diff;
+  diff.resize(static_cast<size_t>(w) + 1);
+  for (int64_t y = 0; y < h; ++y) {
+    const int32_t* row = g.data() + y * w;
+    std::fill(diff.begin(), diff.end(), 0);
+    if (border_is_feature && r > 0) {  // columns -1 and w (g = 0) reach r pixels in
+      ++diff[0];
+      --diff[static_cast<size_t>(std::min<int64_t>(w, r))];
+      ++diff[static_cast<size_t>(std::max<int64_t>(0, w - r))];
+      --diff[static_cast<size_t>(w)];
+    }
+    for (int64_t x = 0; x < w; ++x) {
+      if (row[x] > r) continue;
+      const int64_t hw = half[static_cast<size_t>(row[x])];
+      ++diff[static_cast<size_t>(std::max<int64_t>(0, x - hw))];
+      --diff[static_cast<size_t>(std::min<int64_t>(w, x + hw + 1))];
+    }
+    uint8_t* o = out.data() + y * w;
+    int32_t run = 0;
+    for (int64_t x = 0; x < w; ++x) {
+      run += diff[static_cast<size_t>(x)];
+      o[x] = run > 0;
+    }
+  }
 }
 
 }  // namespace
@@ -136,98 +133,135 @@ bool build_region(int64_t height, int64_t width, const int64_t window[4], const 
 
 void dilate_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
                  std::vector<uint8_t>& out, Scratch& sc) {
-  std::vector<int32_t>& d2 = sc.d2;
-  squared_edt(mask, h, w, d2, sc);
-  out.resize(mask.size());
-  const int64_t r2 = r * r;
-  for (size_t i = 0; i < mask.size(); ++i) out[i] = d2[i] <= r2;
+  disk_cover(mask, h, w, r, false, out, sc);
 }
 
 void erode_disk(const std::vector<uint8_t>& mask, int64_t h, int64_t w, int64_t r,
                 std::vector<uint8_t>& out, Scratch& sc) {
-  const int64_t ph = h + 2, pw = w + 2;  // a ring of background around the grid
+  // not within r of the background, everything outside the grid counting as background
   std::vector<uint8_t>& bg = sc.bg;
-  bg.assign(static_cast<size_t>(ph * pw), 1);
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) bg[(y + 1) * pw + x + 1] = !mask[y * w + x];
+  bg.resize(mask.size());
+  for (size_t i = 0; i < mask.size(); ++i) bg[i] = !mask[i];
+  disk_cover(bg, h, w, r, true, out, sc);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = !out[i];
+}
+
+namespace {
+
+int32_t find(std::vector<int32_t>& parent, int32_t i) {
+  while (parent[i] != i) {
+    parent[i] = parent[parent[i]];
+    i = parent[i];
   }
-  std::vector<int32_t>& d2 = sc.d2;
-  squared_edt(bg, ph, pw, d2, sc);
-  out.resize(mask.size());
-  const int64_t r2 = r * r;
+  return i;
+}
+
+void unite(std::vector<int32_t>& parent, int32_t a, int32_t b) {
+  a = find(parent, a);
+  b = find(parent, b);
+  if (a != b) parent[std::max(a, b)] = std::min(a, b);
+}
+
+// The runs of `value` in each row of an h x w grid read through `at(y, x)`, with first[y] the
+// index of row y's first run (first[h] = the total).
+template <typename At>
+void row_runs(int64_t h, int64_t w, uint8_t value, At at, std::vector<Run>& runs,
+              std::vector<int32_t>& first) {
+  runs.clear();
+  first.assign(static_cast<size_t>(h) + 1, 0);
   for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) out[y * w + x] = d2[(y + 1) * pw + x + 1] > r2;
+    first[y] = static_cast<int32_t>(runs.size());
+    int64_t x = 0;
+    while (x < w) {
+      while (x < w && at(y, x) != value) ++x;
+      if (x == w) break;
+      const int64_t x0 = x;
+      while (x < w && at(y, x) == value) ++x;
+      runs.push_back(Run{static_cast<int32_t>(y), static_cast<int32_t>(x0),
+                         static_cast<int32_t>(x)});
+    }
+  }
+  first[h] = static_cast<int32_t>(runs.size());
+}
+
+// Union-find over runs: runs of adjacent rows join when their column spans overlap (4-connected)
+// or touch diagonally as well (8-connected: spans widened by one).
+void join_rows(const std::vector<Run>& runs, const std::vector<int32_t>& first, int64_t h,
+               bool eight, std::vector<int32_t>& parent) {
+  parent.resize(runs.size());
+  for (size_t i = 0; i < runs.size(); ++i) parent[i] = static_cast<int32_t>(i);
+  const int32_t grow = eight ? 1 : 0;
+  for (int64_t y = 1; y < h; ++y) {
+    int32_t a = first[y - 1], b = first[y];
+    const int32_t a_end = first[y], b_end = first[y + 1];
+    while (a < a_end && b < b_end) {
+      const Run& ra = runs[a];
+      const Run& rb = runs[b];
+      if (ra.x0 < rb.x1 + grow && rb.x0 < ra.x1 + grow) unite(parent, a, b);
+      // advance the run that ends first
+      if (ra.x1 < rb.x1) {
+        ++a;
+      } else {
+        ++b;
+      }
+    }
   }
 }
+
+}  // namespace
 
 int64_t seeded_components_filled(const std::vector<uint8_t>& cand,
                                  const std::vector<uint8_t>& seeds, int64_t h, int64_t w,
                                  std::vector<uint8_t>& out, Scratch& sc) {
-  const int64_t pw = w + 2, ph = h + 2, pn = pw * ph;
-  auto pad = [pw](int64_t y, int64_t x) { return (y + 1) * pw + x + 1; };
-  // components of cand (8-connected) holding a seed pixel
-  std::vector<uint8_t>& keep = sc.keep;
-  keep.assign(static_cast<size_t>(pn), 0);
-  std::vector<int32_t>& stack = sc.stack;
-  stack.clear();
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) {
-      const int64_t j = pad(y, x);
-      if (seeds[y * w + x] && cand[j]) {
-        keep[j] = 1;
-        stack.push_back(static_cast<int32_t>(j));
+  // Run-length connected components (two passes over row runs with union-find) instead of a
+  // per-pixel flood fill: each pixel is read once to find the runs, and joining works on runs.
+  const int64_t pw = w + 2;
+  std::vector<Run>& runs = sc.runs;
+  std::vector<int32_t>& first = sc.first;
+  std::vector<int32_t>& parent = sc.parent;
+  // 1. the 8-connected components of cand holding a seed pixel
+  row_runs(h, w, 1, [&](int64_t y, int64_t x) { return cand[(y + 1) * pw + x + 1] ? 1 : 0; },
+           runs, first);
+  join_rows(runs, first, h, true, parent);
+  std::vector<uint8_t>& seeded = sc.keep;
+  seeded.assign(runs.size(), 0);
+  bool any = false;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    const uint8_t* srow = seeds.data() + static_cast<int64_t>(r.y) * w;
+    for (int32_t x = r.x0; x < r.x1; ++x) {
+      if (srow[x]) {
+        seeded[find(parent, static_cast<int32_t>(i))] = 1;
+        any = true;
+        break;
       }
     }
   }
-  if (stack.empty()) return -1;
-  const int64_t nb8[8] = {-pw - 1, -pw, -pw + 1, -1, 1, pw - 1, pw, pw + 1};
-  while (!stack.empty()) {
-    const int64_t j = stack.back();
-    stack.pop_back();
-    for (int64_t o : nb8) {
-      const int64_t k = j + o;
-      if (cand[k] && !keep[k]) {
-        keep[k] = 1;
-        stack.push_back(static_cast<int32_t>(k));
-      }
+  if (!any) return -1;
+  out.assign(static_cast<size_t>(h * w), 0);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (!seeded[find(parent, static_cast<int32_t>(i))]) continue;
+    const Run& r = runs[i];
+    std::fill(out.begin() + r.y * w + r.x0, out.begin() + r.y * w + r.x1, uint8_t{1});
+  }
+  // 2. holes: background runs (4-connected) that reach no border of the grid become mask
+  row_runs(h, w, 0, [&](int64_t y, int64_t x) { return out[y * w + x]; }, runs, first);
+  join_rows(runs, first, h, false, parent);
+  std::vector<uint8_t>& open = sc.reached;
+  open.assign(runs.size(), 0);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    if (r.y == 0 || r.y == h - 1 || r.x0 == 0 || r.x1 == w) {
+      open[find(parent, static_cast<int32_t>(i))] = 1;
     }
-  }
-  // holes: background reachable (4-connected) from the region's border stays background; the
-  // pad counts as reached so the fill never leaves the grid
-  std::vector<uint8_t>& reached = sc.reached;
-  reached.assign(static_cast<size_t>(pn), 0);
-  for (int64_t x = 0; x < pw; ++x) reached[x] = reached[(ph - 1) * pw + x] = 1;
-  for (int64_t y = 0; y < ph; ++y) reached[y * pw] = reached[y * pw + pw - 1] = 1;
-  auto seed = [&](int64_t j) {
-    if (!keep[j] && !reached[j]) {
-      reached[j] = 1;
-      stack.push_back(static_cast<int32_t>(j));
-    }
-  };
-  for (int64_t x = 0; x < w; ++x) {
-    seed(pad(0, x));
-    seed(pad(h - 1, x));
-  }
-  for (int64_t y = 0; y < h; ++y) {
-    seed(pad(y, 0));
-    seed(pad(y, w - 1));
-  }
-  while (!stack.empty()) {
-    const int64_t j = stack.back();
-    stack.pop_back();
-    seed(j - pw);
-    seed(j + pw);
-    seed(j - 1);
-    seed(j + 1);
   }
   int64_t new_area = 0;
-  out.assign(static_cast<size_t>(h * w), 0);
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) {
-      const uint8_t v = !reached[pad(y, x)];
-      out[y * w + x] = v;
-      new_area += v;
-    }
+  for (int64_t i = 0; i < h * w; ++i) new_area += out[i];
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (open[find(parent, static_cast<int32_t>(i))]) continue;
+    const Run& r = runs[i];
+    std::fill(out.begin() + r.y * w + r.x0, out.begin() + r.y * w + r.x1, uint8_t{1});
+    new_area += r.x1 - r.x0;
   }
   return new_area;
 }

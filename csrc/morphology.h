@@ -1,7 +1,8 @@
 // Exact binary morphology and region clean-up shared by the mask refinements (refine.cpp for
 // bars, refine_mosaic.cpp for mosaics). Everything is integer arithmetic: Euclidean disks come
-// from exact squared distance transforms, so the results equal OpenCV's erode/dilate with the
-// disk kernel `dx^2 + dy^2 <= r^2` (engine/refine.py's reference) pixel for pixel.
+// from an exact thresholded distance sweep (per column the vertical distance, per row the runs
+// each column's nearest pixel covers), so the results equal OpenCV's erode/dilate with the disk
+// kernel `dx^2 + dy^2 <= r^2` (engine/refine.py's reference) pixel for pixel.
 #pragma once
 
 #include <cstdint>
@@ -13,12 +14,16 @@ namespace morph {
 // Buffers reused across the instances one thread refines (no allocation, no page faults per
 // instance). Plain members rather than thread_local: in a shared library every thread_local
 // access goes through __tls_get_addr, which costs more than the loops it would save.
+// A run of equal pixels in one row of a grid: row, first and one-past-last column.
+struct Run {
+  int32_t y, x0, x1;
+};
+
 struct Scratch {
-  std::vector<int64_t> v;
-  std::vector<int32_t> tmp, d2;
-  std::vector<double> z;
+  std::vector<int32_t> g, half, diff;
   std::vector<uint8_t> bg, keep, reached;
-  std::vector<int32_t> stack;
+  std::vector<int32_t> first, parent;
+  std::vector<Run> runs;
 };
 
 // The region a refinement works in: an instance's window grown by its band + 1 and clamped to

@@ -274,16 +274,33 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
       }
     }
   }
+  // per-cell counts: cells indexed from the region's first cell on each axis
+  const int64_t ncx = cx[w - 1] - cx[0] + 1, ncy = cy[h - 1] - cy[0] + 1;
+  const size_t n_cells = static_cast<size_t>(ncx * ncy);
+  sc.n_inner.assign(n_cells, 0);
+  sc.n_flat.assign(n_cells, 0);
+  sc.n_cov.assign(n_cells, 0);
+  sc.n_all.assign(n_cells, 0);
+  // each column's cell, relative to the first: computed once, not per pixel
+  std::vector<int64_t>& col_cell = sc.col_cell;
+  col_cell.resize(static_cast<size_t>(w));
+  for (int64_t x = 0; x < w; ++x) col_cell[x] = cx[x] - cx[0];
   std::vector<uint8_t>& seam = sc.seam;
   seam.resize(static_cast<size_t>(n));
   std::array<int64_t, 256> hist{};
   int64_t n_judged = 0;
   for (int64_t y = 0; y < h; ++y) {
     const bool seam_y = sc.dist_y[y] < params.seam;
+    const int64_t row_cell = (cy[y] - cy[0]) * ncx;
     for (int64_t x = 0; x < w; ++x) {
       const int64_t i = y * w + x;
-      seam[i] = seam_y || sc.dist_x[x] < params.seam;
-      if (core[i] && !seam[i] && big[i] >= 0) {
+      const int64_t c = row_cell + col_cell[x];
+      const uint8_t sm = seam_y || sc.dist_x[x] < params.seam;
+      seam[i] = sm;
+      ++sc.n_all[c];
+      sc.n_cov[c] += region[i];
+      sc.n_inner[c] += !sm;
+      if (core[i] && !sm && big[i] >= 0) {
         ++hist[big[i]];
         ++n_judged;
       }
@@ -294,27 +311,36 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
   if (static_cast<double>(spread) > params.max_spread) return false;
   const double tol = morph::spread_tolerance(spread, params.tol_scale, params.tol_offset,
                                              params.tol_min, params.tol_max);
-  // per-cell counts: cells indexed from the region's first cell on each axis
-  const int64_t ncx = cx[w - 1] - cx[0] + 1, ncy = cy[h - 1] - cy[0] + 1;
-  const size_t n_cells = static_cast<size_t>(ncx * ncy);
-  sc.n_inner.assign(n_cells, 0);
-  sc.n_flat.assign(n_cells, 0);
-  sc.n_cov.assign(n_cells, 0);
-  sc.n_all.assign(n_cells, 0);
   std::vector<uint8_t>& flat = sc.flat;
   flat.resize(static_cast<size_t>(n));
   for (int64_t y = 0; y < h; ++y) {
     const int64_t row_cell = (cy[y] - cy[0]) * ncx;
     for (int64_t x = 0; x < w; ++x) {
       const int64_t i = y * w + x;
-      const int64_t c = row_cell + cx[x] - cx[0];
-      flat[i] = big[i] >= 0 && static_cast<double>(big[i]) <= tol;
-      ++sc.n_all[c];
-      sc.n_cov[c] += region[i];
-      if (!seam[i]) {
-        ++sc.n_inner[c];
-        sc.n_flat[c] += flat[i];
-      }
+      const uint8_t f = big[i] >= 0 && static_cast<double>(big[i]) <= tol;
+      flat[i] = f;
+      if (!seam[i]) sc.n_flat[row_cell + col_cell[x]] += f;
+    }
+  }
+  // each cell's verdict, once: kWhole (every pixel in), kDropped (every pixel out), kCut (the
+  // flat, in-mask pixels off the seams), kKeep (the model's mask)
+  enum : uint8_t { kKeep = 0, kWhole = 1, kDropped = 2, kCut = 3 };
+  std::vector<uint8_t>& verdict = sc.verdict;
+  verdict.assign(n_cells, kKeep);
+  for (size_t c = 0; c < n_cells; ++c) {
+    const int64_t ni = sc.n_inner[c];
+    if (ni <= 0) continue;
+    const double inner = static_cast<double>(ni);
+    const double nf = static_cast<double>(sc.n_flat[c]);
+    const bool whole =
+        nf >= params.whole_frac * inner &&
+        static_cast<double>(sc.n_cov[c]) >= params.cover * static_cast<double>(sc.n_all[c]);
+    if (whole) {
+      verdict[c] = kWhole;
+    } else if (nf <= params.cut_frac * inner) {
+      verdict[c] = kDropped;
+    } else if (nf < params.whole_frac * inner) {
+      verdict[c] = kCut;
     }
   }
   std::vector<uint8_t>& in_band = sc.in_band;
@@ -325,27 +351,25 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
   cand.assign(static_cast<size_t>(pw * (h + 2)), 0);
   for (int64_t y = 0; y < h; ++y) {
     const int64_t row_cell = (cy[y] - cy[0]) * ncx;
+    const int64_t i0 = y * w;
+    uint8_t* crow = cand.data() + (y + 1) * pw + 1;
     for (int64_t x = 0; x < w; ++x) {
-      const int64_t i = y * w + x;
-      const int64_t c = row_cell + cx[x] - cx[0];
+      const int64_t i = i0 + x;
       uint8_t v = region[i];
-      const int64_t ni = sc.n_inner[c];
-      if (ni > 0) {
-        const double inner = static_cast<double>(ni);
-        const double nf = static_cast<double>(sc.n_flat[c]);
-        const bool whole =
-            nf >= params.whole_frac * inner &&
-            static_cast<double>(sc.n_cov[c]) >= params.cover * static_cast<double>(sc.n_all[c]);
-        const bool dropped = nf <= params.cut_frac * inner;
-        if (whole) {
+      switch (verdict[row_cell + col_cell[x]]) {
+        case kWhole:
           v = 1;
-        } else if (dropped) {
+          break;
+        case kDropped:
           v = 0;
-        } else if (nf < params.whole_frac * inner && !seam[i]) {
-          v = flat[i] && region[i];
-        }
+          break;
+        case kCut:
+          if (!seam[i]) v = flat[i] && region[i];
+          break;
+        default:
+          break;
       }
-      cand[(y + 1) * pw + x + 1] = (v && in_band[i]) || core[i];
+      crow[x] = (v && in_band[i]) || core[i];
     }
   }
   const int64_t new_area = morph::seeded_components_filled(cand, core, h, w, out, sc);

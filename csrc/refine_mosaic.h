@@ -45,9 +45,9 @@ struct MosaicGrid {
 };
 
 struct MosaicScratch : morph::Scratch {
-  std::vector<uint8_t> region, core, in_band, flat, seam, cand;
+  std::vector<uint8_t> region, core, in_band, flat, seam, cand, verdict;
   std::vector<int16_t> big;
-  std::vector<int64_t> sums, counts, cell_x, cell_y, n_inner, n_flat, n_cov, n_all;
+  std::vector<int64_t> sums, counts, cell_x, cell_y, n_inner, n_flat, n_cov, n_all, col_cell;
   std::vector<double> prof_x, prof_y, q_x, q_y, dist_x, dist_y, spec;
   std::vector<uint8_t> ok_x, ok_y;
   std::vector<int64_t> peaks;
