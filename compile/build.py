@@ -193,6 +193,11 @@ def compile_engines(
     for engine in outputs:
         _check_options(engine, precision, device, any(sizes), channels_last)
     stride = _fp32_stride(precision, fp32_stride)
+    if "openvino" in outputs and fp32_stride is not None:
+        raise EngineError(
+            "--fp32-stride does not apply to --engine openvino: OpenVINO's bf16 hint chooses "
+            "its own bf16 layers"
+        )
     det = Detector.from_checkpoint(
         checkpoint, device=device, model=model, classes=classes, config=config
     )
@@ -220,6 +225,17 @@ def compile_engines(
     for engine, output in outputs.items():
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         manifest = dataclasses.replace(base, engine=engine)
+        if engine == "openvino":
+            # the float32 graph whatever the precision: OpenVINO's bf16 hint picks its own bf16
+            # layers at load time (engine/runners/openvino.py)
+            from cendetect.compile.export import export_program
+            from cendetect.compile.onnx import save_onnx
+
+            fp32 = export_program(det.model, base.input, max(pre.size_divisor, 1), device)
+            manifest = dataclasses.replace(manifest, layout="nchw", fp32_stride=0)
+            save_onnx(fp32, manifest, output)
+            manifests[engine] = manifest
+            continue
         if engine == "torchscript":
             from cendetect.compile.torchscript import save_torchscript
 
@@ -287,6 +303,10 @@ def _check_options(
         )
     if device not in ("cpu", "cuda"):
         raise EngineError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
+    if engine == "openvino" and device != "cpu":
+        raise EngineError(
+            "--engine openvino runs on the CPU (OpenVINO's CPU plugin): drop --device"
+        )
     if device == "cuda" and not torch.cuda.is_available():
         raise EngineError(
             "--device cuda: torch sees no CUDA device on this machine; build CUDA engines on a "
@@ -296,6 +316,15 @@ def _check_options(
         raise EngineError("--fp16 is for CUDA engines (CPU half convolutions are slow); use --bf16")
     if engine == "trt" and device != "cuda":
         raise EngineError("--engine trt builds TensorRT engines for NVIDIA GPUs: add --device cuda")
+    if engine == "openvino" and device != "cpu":
+        raise EngineError(
+            "--engine openvino runs on the CPU (OpenVINO's CPU plugin): drop --device"
+        )
+    if engine == "openvino" and precision not in ("fp32", "bf16"):
+        raise EngineError(
+            f"--engine openvino runs fp32 or bf16 (OpenVINO's inference precision hint), not "
+            f"{precision}"
+        )
     if engine == "onnx" and precision != "fp32":
         raise EngineError(
             f"--engine onnx builds float32 models only (got {precision}); drop --fp16/--bf16, "

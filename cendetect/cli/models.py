@@ -37,14 +37,14 @@ class ModelInfo:
     weights: str = "your checkpoint (--checkpoint or {model_directory}/{name}.pth)"
 
 
-_ALL = ("eager", "torchscript", "aoti", "onnx", "trt")
+_ALL = ("eager", "torchscript", "aoti", "onnx", "openvino", "trt")
 
 MODELS: tuple[ModelInfo, ...] = (
     ModelInfo(
         "mobilenet_v2_fpn",
         "Mask R-CNN, MobileNetV2-FPN (128 ch), cendetect's default model",
         "-",
-        ("eager", "torchscript", "aoti", "onnx"),
+        ("eager", "torchscript", "aoti", "onnx", "openvino"),
         ("trt",),
         weights="bundled in the package (the default when no model is given)",
     ),
@@ -52,7 +52,7 @@ MODELS: tuple[ModelInfo, ...] = (
         "mask_rcnn_r50_fpn",
         "Mask R-CNN, ResNet-50-FPN",
         "mmdet 2.28 and 3.3 fixtures",
-        ("eager", "torchscript", "aoti", "onnx"),
+        ("eager", "torchscript", "aoti", "onnx", "openvino"),
         ("trt",),
     ),
     ModelInfo(
@@ -60,21 +60,21 @@ MODELS: tuple[ModelInfo, ...] = (
         "Mask R-CNN, ResNet-101-FPN",
         "mmdet 2.28 fixture",
         ("eager", "torchscript", "aoti", "onnx"),
-        ("trt",),
+        ("openvino", "trt"),
     ),
     ModelInfo(
         "point_rend_r50_fpn",
         "PointRend, ResNet-50-FPN (caffe), 224x224 refined masks",
         "mmdet 2.28 fixture",
         ("eager", "torchscript", "aoti", "onnx"),
-        ("trt",),
+        ("openvino", "trt"),
     ),
     ModelInfo(
         "cascade_mask_rcnn_r50_fpn_dconv",
         "Cascade Mask R-CNN, ResNet-50-FPN, DCN in c3-c5, 3 stages",
         "mmdet 2.28 and 3.3 fixtures",
         ("eager", "torchscript", "aoti", "onnx"),
-        ("trt",),
+        ("openvino", "trt"),
         aliases=("mask_rcnn_r50_fpn_dconv",),
     ),
 )

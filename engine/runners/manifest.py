@@ -40,10 +40,17 @@ __all__ = [
 #: the file name of the manifest inside an artifact's ``extra/`` folder
 MANIFEST_NAME = "cendetect_manifest.json"
 #: engine kind -> file suffix of its artifact
-ENGINE_KINDS: dict[str, str] = {"torchscript": ".ts", "aoti": ".pt2", "onnx": ".onnx", "trt": ".ep"}
+ENGINE_KINDS: dict[str, str] = {
+    "torchscript": ".ts",
+    "aoti": ".pt2",
+    "onnx": ".onnx",
+    "openvino": ".onnx",  # the same ONNX export, run by OpenVINO (engine/runners/openvino.py)
+    "trt": ".ep",
+}
 #: engine kind -> (module it needs at build and run time, pip extra that installs it)
 ENGINE_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "onnx": (("onnxruntime", "onnx", "onnxscript"), "onnx"),
+    "openvino": (("openvino", "onnx", "onnxscript"), "openvino"),
     "trt": (("torch_tensorrt",), "trt"),
 }
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -108,7 +108,7 @@ def load_engine(
 
     Args:
         path: the artifact (``.ts`` TorchScript, ``.pt2`` AOTInductor, ``.onnx`` ONNX run by
-            onnxruntime, ``.ep`` Torch-TensorRT).
+            onnxruntime or by OpenVINO, as its manifest says, ``.ep`` Torch-TensorRT).
         device: where to run; default the device it was built for.
         checkpoint: verify the artifact against this checkpoint file (default: the checkpoint
             path recorded at build time, when that file still exists).
@@ -129,6 +129,10 @@ def load_engine(
         from cendetect.engine.runners.onnx import load_onnx
 
         program = load_onnx(path, dev)
+    elif manifest.engine == "openvino":
+        from cendetect.engine.runners.openvino import load_openvino
+
+        program = load_openvino(path, dev, manifest.precision)
     elif manifest.engine == "trt":
         from cendetect.engine.runners.trt import load_trt
 

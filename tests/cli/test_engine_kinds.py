@@ -80,10 +80,10 @@ def test_unknown_engine_kind_lists_the_known_ones(image: Path, tmp_path: Path, c
     rc, _, err = _run(capsys, "--input_path", str(image), "--engine", "tensorflow")
     assert rc == 2
     assert "--engine tensorflow: unknown engine kind" in err
-    assert "eager, torchscript, aoti, onnx, trt" in err
+    assert "eager, torchscript, aoti, onnx, openvino, trt" in err
     rc, _, err = _run(capsys, "--input_path", str(image), "--engine", str(tmp_path / "no.onnx"))
     assert rc == 2 and "no.onnx: no such file" in err
-    with pytest.raises(EngineError, match="choose one of: torchscript, aoti, onnx, trt"):
+    with pytest.raises(EngineError, match="choose one of: torchscript, aoti, onnx, openvino, trt"):
         compile_engine(tmp_path / "any.pth", tmp_path / "x", engine="tensorflow")
 
 
@@ -113,6 +113,30 @@ def test_engine_kind_compiles_once_into_the_cache(
     # byte-equal: the fp32 TorchScript engine runs eager's kernels on the same input in one
     # process, no fusion on the CPU (the tiny model measured bit-equal on every ISA level)
     assert out_e.read_bytes() == out_g.read_bytes()
+
+
+@pytest.mark.slow
+def test_openvino_kind_runs_end_to_end(
+    image: Path, tmp_path: Path, tiny_ckpt: Path, cache: Path, capsys, monkeypatch
+) -> None:
+    """``cendetect run --engine openvino``: compiled into the engine cache (the ONNX export,
+    manifest engine openvino), OpenVINO's own blob cache under $XDG_CACHE_HOME, output within
+    1 % of the eager run's pixels."""
+    pytest.importorskip("openvino", reason="openvino is not installed (cendetect[openvino])")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    common = ("--input_path", str(image), "--checkpoint", str(tiny_ckpt), "--device", "cpu")
+    rc, _, err = _run(capsys, *common, "--output_path", str(tmp_path / "v"), "--engine", "openvino")
+    assert rc == 0, err
+    (artifact,) = cache.iterdir()
+    assert ".openvino.cpu.fp32." in artifact.name and read_manifest(artifact).engine == "openvino"
+    assert any((tmp_path / "xdg" / "cendetect" / "openvino").iterdir())
+    rc, _, err = _run(capsys, *common, "--output_path", str(tmp_path / "e"))
+    assert rc == 0, err
+    import cv2
+
+    ov_out, eager_out = (cv2.imread(str(tmp_path / d / "a.png")) for d in ("v", "e"))
+    differ = (ov_out != eager_out).any(axis=2).mean()
+    assert differ < 0.01, f"{differ:.2%} of the pixels differ from the eager run"
 
 
 @pytest.mark.slow
@@ -215,4 +239,6 @@ def test_cuda_onnx_artifact_on_a_cpu_only_machine(tmp_path: Path) -> None:
 
 
 def test_every_kind_has_a_suffix_and_cli_choice() -> None:
-    assert ENGINE_KINDS == {"torchscript": ".ts", "aoti": ".pt2", "onnx": ".onnx", "trt": ".ep"}
+    assert ENGINE_KINDS == {
+        "torchscript": ".ts", "aoti": ".pt2", "onnx": ".onnx", "openvino": ".onnx", "trt": ".ep"
+    }  # fmt: skip
