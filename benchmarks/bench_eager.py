@@ -40,7 +40,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name as _cpu_name  # noqa: E402
+from common import fmt as _fmt  # noqa: E402
+from common import markdown_table as _table  # noqa: E402
+from common import peak_rss_mb as _peak_rss_mb  # noqa: E402
+from common import read_image as _read  # noqa: E402
+from common import time_calls as _time_calls  # noqa: E402
+from common import wait_quiet  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "mmdet" / "mask_rcnn_r50_fpn"
@@ -66,74 +74,6 @@ CASES: dict[str, tuple[tuple[int, int] | None, tuple[int, int] | None]] = {
 
 # --------------------------------------------------------------------------------------------
 # worker side (runs in a fresh subprocess, ours or mmdet's interpreter)
-
-
-def _peak_rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _cpu_busy_s() -> float:
-    """Seconds of CPU time all processes of the machine have used (``/proc/stat``), or 0."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _timed_call(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(wall seconds, cores other processes kept busy meanwhile, result) of one call."""
-    busy0, own0, t0 = _cpu_busy_s(), time.process_time(), time.perf_counter()
-    out = fn()
-    wall = time.perf_counter() - t0
-    busy, own = _cpu_busy_s() - busy0, time.process_time() - own0
-    return wall, max(busy - own, 0.0) / wall, out
-
-
-def _time_calls(
-    fn: Callable[[], Any], warmup: int, repeats: int, quiet_cores: float, max_calls: int
-) -> tuple[list[float], list[float], Any]:
-    """Wall times of the timed calls after ``warmup``, and the CPU cores that other processes
-    kept busy during each (machine CPU time from ``/proc/stat`` minus ours, over the wall time).
-
-    Exactly ``repeats`` calls; with ``quiet_cores > 0``, calls go on until ``repeats`` of them saw
-    other processes use fewer than ``quiet_cores`` cores, or ``max_calls`` calls were made.
-    """
-    out: Any = None
-    for _ in range(warmup):
-        out = fn()
-    times: list[float] = []
-    others: list[float] = []
-
-    def enough() -> bool:
-        if len(times) < repeats:
-            return False
-        if quiet_cores <= 0 or len(times) >= max_calls:
-            return True
-        return sum(o < quiet_cores for o in others) >= repeats
-
-    while not enough():
-        wall, other, out = _timed_call(fn)
-        times.append(wall)
-        others.append(other)
-    return times, others, out
-
-
-def wait_quiet(max_wait_s: float, threshold_cores: float = 0.1, sample_s: float = 5.0) -> float:
-    """Wait (at most ``max_wait_s``) until the machine uses < ``threshold_cores`` over a sample.
-
-    Returns the busy cores of the last sample.
-    """
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        b0 = _cpu_busy_s()
-        time.sleep(sample_s)
-        cores = (_cpu_busy_s() - b0) / sample_s
-        if cores < threshold_cores or time.monotonic() >= deadline:
-            return cores
 
 
 def _ours_runner(spec: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[Any], list[float]]]:
@@ -171,15 +111,6 @@ def _mmdet_runner(spec: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[An
         return sorted((float(s) for b in bbox_result for s in b[:, 4]), reverse=True)
 
     return (lambda: inference_detector(model, image)), scores
-
-
-def _read(path: str) -> Any:
-    import cv2
-
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise RuntimeError(f"{path}: cannot read")
-    return img
 
 
 def run_worker(kind: str, spec_path: Path, out_path: Path) -> None:
@@ -267,17 +198,6 @@ def _run_one(
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise RuntimeError(f"{kind} worker failed on {spec['case']} (exit {proc.returncode})")
     return json.loads(out_path.read_text())
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -465,10 +385,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _cpu_name() -> str:
-    sys.path.insert(0, str(REPO))
-    from cendetect.runtime import cpu_name
-
-    return cpu_name()

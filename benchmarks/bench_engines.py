@@ -72,9 +72,14 @@ KITE = DATA / "mmdet" / "images" / "kite_1024x576.png"
 DEFAULT_MMDET_PYTHON = Path("/work/peers/mmdet2/bin/python")
 DEFAULT_TV_STUB = Path("/work/peers/tvstub")
 
-# shared with the eager benchmark (stdlib-only at import, so the peer venv can import it too)
+# timing and reporting shared with the eager benchmark (benchmarks/common.py, stdlib-only at
+# import, so the peer venv can import it too)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_eager import _cpu_name, _peak_rss_mb, _read, _table  # noqa: E402
+from common import cpu_name as _cpu_name  # noqa: E402
+from common import markdown_table as _table  # noqa: E402
+from common import peak_rss_mb as _peak_rss_mb  # noqa: E402
+from common import read_image as _read  # noqa: E402
+from common import time_calls  # noqa: E402
 
 #: model name -> parity fixture folder (config.py, keys.json, overrides.npz)
 FIXTURES = {
@@ -131,16 +136,7 @@ SIZES = {
 
 
 def _time(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None]) -> list:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
+    return time_calls(fn, warmup, repeats, sync=sync)[0]
 
 
 def _ours(spec: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], float, Callable]:
