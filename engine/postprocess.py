@@ -41,6 +41,8 @@ class Detections:
             ``.to_polygons()``, ``.crop(i)``...).
         class_names: names of all classes of the model.
         image_size: (H, W) of the original image.
+        mask_probs: ``float32 [N, M, M]`` the model's mask probabilities before the threshold
+            (each over its box), for ``composite(mode="heatmap")``; None when not kept.
     """
 
     boxes: np.ndarray
@@ -49,6 +51,7 @@ class Detections:
     instance_masks: InstanceMasks
     class_names: tuple[str, ...]
     image_size: tuple[int, int]
+    mask_probs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -74,6 +77,7 @@ class Detections:
             instance_masks=self.instance_masks.select(idx),
             class_names=self.class_names,
             image_size=self.image_size,
+            mask_probs=None if self.mask_probs is None else self.mask_probs[idx],
         )
 
     def composite(self, image: np.ndarray, mode: str = "fill", **kwargs: Any) -> np.ndarray:
@@ -82,10 +86,21 @@ class Detections:
         ``mode`` and keyword arguments as :func:`cendetect.engine.composite.composite`
         (``"fill"``: pure green, CenDetect's output; ``"mask"``, ``"mosaic"``, ``"blur"``,
         ``"overlay"``; ``dilate=``, ``colors=``, ``inplace=``...). Overlay draws boxes and
-        "label score%" tags unless ``boxes=None`` is passed.
+        "label score%" tags unless ``boxes=None`` is passed. ``"heatmap"``: the mask
+        probabilities before the threshold as a colour map (:mod:`cendetect.engine.heatmap`;
+        ``alpha=``, ``inplace=``; the other keywords do not apply).
         """
         from cendetect.engine.composite import composite
 
+        if mode == "heatmap":
+            from cendetect.engine.heatmap import draw_heatmap
+
+            if self.mask_probs is None:
+                raise ValueError("mode='heatmap' needs the mask probabilities (mask_probs)")
+            probs = self.mask_probs
+            return draw_heatmap(
+                image, self.boxes, probs, kwargs.get("alpha", 0.6), kwargs.get("inplace", False)
+            )
         if mode == "overlay":
             kwargs.setdefault("boxes", self.boxes)
             kwargs.setdefault("scores", self.scores)
@@ -142,6 +157,7 @@ def to_detections(
                 instance_masks=masks,
                 class_names=names,
                 image_size=(h, w),
+                mask_probs=mask_probs[sel].float().cpu().numpy(),
             )
         )
     return results

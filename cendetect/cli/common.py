@@ -74,6 +74,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "(test sizes, thresholds, normalisation, anchors, poolers; docs/checkpoints.md)",
     )
     g.add_argument(
+        "--min-image-size",
+        type=int,
+        metavar="N",
+        help="test scale's short side in pixels (maskrcnn-benchmark's demo option): the "
+        "model's keep-ratio resize takes N as its short side, its long-side cap raised to N if "
+        "below; default: the model's own scale",
+    )
+    g.add_argument(
         "--labels",
         type=Path,
         help="a text file with the class names (comma-separated, 'a','b' quoted or not, or one "
@@ -287,10 +295,24 @@ def load_detector(args: argparse.Namespace) -> Detector:
     threshold = getattr(args, "mask_threshold", None)
     if threshold is not None and not 0.0 <= threshold < 1.0:
         raise CliError(f"--mask_threshold {threshold}: must be in [0, 1)")
+    min_size = getattr(args, "min_image_size", None)
+    if min_size is not None and min_size < 32:
+        raise CliError(f"--min-image-size {min_size}: must be >= 32 pixels")
     det = _load(args)
     det.refine = getattr(args, "refine", "auto")
     if threshold is not None:
         det.mask_threshold = float(threshold)
+    if min_size is not None:
+        import dataclasses
+
+        pre = det.preprocess_cfg
+        if not pre.keep_ratio:
+            raise CliError(
+                "--min-image-size: this model resizes to a fixed size (no keep-ratio resize), "
+                "so there is no short side to set"
+            )
+        long = max(max(pre.img_scale), min_size)
+        det.preprocess_cfg = dataclasses.replace(pre, img_scale=(long, min_size))
     return det
 
 

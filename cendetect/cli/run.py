@@ -21,7 +21,7 @@ from cendetect.cli.common import (
 
 __all__ = ["add_parser", "run"]
 
-MODES = ("fill", "mask", "mosaic", "blur", "overlay")
+MODES = ("fill", "mask", "mosaic", "blur", "overlay", "heatmap")
 
 
 def _classes(text: str) -> tuple[str, ...]:
@@ -50,7 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_model_args(p)
     g = p.add_argument_group("outputs")
-    g.add_argument("--mode", choices=MODES, default="fill", help="output image (default fill)")
+    g.add_argument(
+        "--mode", choices=MODES, default="fill",
+        help="output image (default fill); heatmap: the model's mask probabilities before the "
+        "threshold as a colour map over the image (maskrcnn-benchmark's --show-mask-heatmaps)",
+    )  # fmt: skip
     g.add_argument("--dilate", type=int, default=0, help="grow masks by N pixels first")
     g.add_argument("--classes", type=_classes, help="classes to keep, e.g. bar,mosaic")
     g.add_argument(
