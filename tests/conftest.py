@@ -97,6 +97,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         rel = Path(str(item.path)).relative_to(root).as_posix()
         if not rel.startswith(NOT_NUMERIC):
             item.add_marker(pytest.mark.numerics)
+        # a test that skips without CUDA is a CUDA test (tools/gpu_check.sh runs `-m cuda`)
+        for mark in item.iter_markers("skipif"):
+            reason = str(mark.kwargs.get("reason", ""))
+            if "cuda" in reason.lower():
+                item.add_marker(pytest.mark.cuda)
+                break
     if os.environ.get("PYTEST_XDIST_WORKER"):
         rank = {name: i for i, name in enumerate(SLOW_FILES)}
 
