@@ -43,7 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "the image with the regions filled green [0,255,0] as PNG under --output_path, keeping "
         "sub-folders. Exit status: 0 all done, 1 some inputs failed, 2 usage or model error.",
     )
-    p.add_argument("--input_path", type=Path, default=Path("input"), help="folder or file")
+    p.add_argument(
+        "--input_path", default="input",
+        help="folder or file; or a live source: a camera index (0), /dev/videoN, or a stream "
+        "URL (rtsp, rtmp, http(s), udp, tcp, srt), written to --output_path as a video file "
+        "(out.mp4) or a folder of frames; Ctrl-C ends it with the file complete",
+    )  # fmt: skip
     p.add_argument("--output_path", type=Path, default=Path("output"), help="output folder")
     p.add_argument(
         "--confidence", type=float, default=0.3, help="keep scores > this (default %(default)s)"
@@ -89,6 +94,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="refuse images with more pixels (default %(default)s, Pillow's limit)",
     )
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument(
+        "--max-frames", type=int, help="live sources: stop after this many frames (default: "
+        "until the stream ends or Ctrl-C)",
+    )  # fmt: skip
     p.set_defaults(func=run)
     return p
 
@@ -119,6 +128,31 @@ def _deepcreampy_checks(args: argparse.Namespace, class_names: tuple[str, ...]) 
     return wanted
 
 
+def _run_live(args: argparse.Namespace, source: str) -> int:
+    """``--input_path`` is a camera or a stream (cendetect/live.py)."""
+    from cendetect.live import run_live
+    from cendetect.pipeline_run import OutputOptions
+
+    if args.layout != "tree" or args.save_json or args.save_csv or args.output_mask_image:
+        raise CliError(
+            f"--input_path {source} is a live source: it writes a video or a folder of frames; "
+            "--layout, --save-json, --save-csv and --output_mask_image take files"
+        )
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CliError(f"--max-frames {args.max_frames}: must be >= 1")
+    detector = load_detector(args)
+    if args.classes:
+        unknown = [c for c in args.classes if c not in detector.class_names]
+        if unknown:
+            raise CliError(f"--classes: unknown class {unknown[0]!r}")
+    opts = OutputOptions(
+        mode=args.mode, dilate=args.dilate, confidence=args.confidence, classes=args.classes
+    )
+    summary = run_live(detector, source, args.output_path, opts, max_frames=args.max_frames)
+    print(f"cendetect: {summary.line()}", flush=True)
+    return 1 if summary.failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
     from cendetect.io.discovery import discover_inputs, is_video, output_paths
@@ -130,8 +164,14 @@ def run(args: argparse.Namespace) -> int:
         run_images,
     )
 
+    raw_input = str(args.input_path)
+    args.input_path = Path(raw_input)
     if args.dilate < 0:
         raise CliError(f"--dilate {args.dilate}: must be >= 0")
+    from cendetect.live import is_live_source
+
+    if not args.input_path.exists() and is_live_source(raw_input):
+        return _run_live(args, raw_input)
     if args.workers < 0:
         raise CliError(f"--workers {args.workers}: must be >= 0")
     if args.batch_size is not None and args.batch_size < 1:
