@@ -194,15 +194,27 @@ def mmdet_classes(env: Mapping[str, str] | None = None) -> tuple[str, ...] | Non
     if not value:
         return None
     path = Path(value)
-    text = value
     if path.is_file():
-        try:
-            text = path.read_text(encoding="utf-8").replace("\n", ",")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f"MMDET_CLASSES={value}: cannot read the file: {exc}") from None
-    names = parse_class_list(text)
+        return _class_file(path, f"MMDET_CLASSES={value}")
+    names = parse_class_list(value)
     if not names:
         raise CliError(f"MMDET_CLASSES={value!r}: no class names in it")
+    return names
+
+
+def _class_file(path: Path, what: str) -> tuple[str, ...]:
+    """Class names from a text file (a comma list, quoted or not, or a name per line).
+
+    Raises:
+        CliError: ``what`` (the option or variable) and why: unreadable, or no names in it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8").replace("\n", ",")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{what}: cannot read the file: {exc}") from None
+    names = parse_class_list(text)
+    if not names:
+        raise CliError(f"{what}: no class names in it")
     return names
 
 
@@ -279,14 +291,7 @@ def labels_file(path: Path) -> tuple[str, ...]:
     Raises:
         CliError: unreadable file or no names in it.
     """
-    try:
-        text = path.read_text(encoding="utf-8").replace("\n", ",")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"--labels {path}: cannot read it: {exc}") from None
-    names = parse_class_list(text)
-    if not names:
-        raise CliError(f"--labels {path}: no class names in it")
-    return names
+    return _class_file(path, f"--labels {path}")
 
 
 def load_detector(args: argparse.Namespace) -> Detector:

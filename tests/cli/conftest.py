@@ -17,6 +17,18 @@ def tiny_ckpt(checkpoint_dir: Path) -> Path:
     return save_tiny_checkpoint(checkpoint_dir / "tiny_r50.pth")
 
 
+@pytest.fixture
+def nameless(tiny_ckpt: Path, tmp_path: Path) -> Path:
+    """The tiny checkpoint without its class names (meta.CLASSES removed)."""
+    import torch
+
+    ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    del ckpt["meta"]["CLASSES"]
+    path = tmp_path / "nameless.pth"
+    torch.save(ckpt, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_ckpt: Path):
     from cendetect import Detector

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from cendetect.cli import main
 from cendetect.cli.common import CliError, mmdet_classes, parse_class_list
@@ -25,16 +24,6 @@ def test_parse_the_forms_the_services_accept(tmp_path: Path) -> None:
     assert mmdet_classes({"MMDET_CLASSES": str(labels)}) == ("cat", "dog")
     with pytest.raises(CliError, match="no class names"):
         mmdet_classes({"MMDET_CLASSES": "','"})
-
-
-@pytest.fixture
-def nameless(tiny_ckpt: Path, tmp_path: Path) -> Path:
-    """The tiny checkpoint without its class names (meta.CLASSES removed)."""
-    ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
-    del ckpt["meta"]["CLASSES"]
-    path = tmp_path / "nameless.pth"
-    torch.save(ckpt, path)
-    return path
 
 
 def _run(capsys, monkeypatch, value: str | None, ckpt: Path, tmp: Path) -> tuple[int, str, Path]:

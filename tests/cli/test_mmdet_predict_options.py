@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from cendetect.cli import main
@@ -95,15 +93,6 @@ def test_bad_option_pairs_are_usage_errors(tiny_ckpt: Path, tmp_path: Path, caps
     assert rc == 2 and "--mask_nth" in capsys.readouterr().err
     rc, _ = _watch(tiny_ckpt, tmp_path, "f", "--mask_threshold", "1.5")
     assert rc == 2 and "--mask_threshold" in capsys.readouterr().err
-
-
-@pytest.fixture
-def nameless(tiny_ckpt: Path, tmp_path: Path) -> Path:
-    ckpt = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
-    del ckpt["meta"]["CLASSES"]
-    path = tmp_path / "nameless.pth"
-    torch.save(ckpt, path)
-    return path
 
 
 def test_run_csv_fallback_mask_image_and_labels(
