@@ -7,7 +7,7 @@ one process:
 - **one stream**: the calls one after another, ``torch.set_num_threads(T)`` (T = the cores);
   what a plain loop over images does, and the peer side here.
 - **S streams**: the same calls from S threads at once, each image on one thread, with
-  ``cendetect.pipeline_run.stream_threads(S)`` giving each stream T / S threads; what
+  ``cendetect.flow.images.stream_threads(S)`` giving each stream T / S threads; what
   ``cendetect run --streams S`` does.
 
 The two are timed alternately (``--rounds`` times each) and the medians' ratio is printed.
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from cendetect import Detector
-    from cendetect.pipeline_run import stream_threads
+    from cendetect.flow.images import stream_threads
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "default":

@@ -280,8 +280,8 @@ class Detector:
     ) -> Iterator[Detections]:
         """Results for ``frames`` in order; at most ``lookahead`` frames are held at once
         (video and other long inputs stay in bounded memory). See
-        :func:`cendetect.pipeline.detect_stream`."""
-        from cendetect.pipeline import detect_stream
+        :func:`cendetect.flow.stream.detect_stream`."""
+        from cendetect.flow.stream import detect_stream
 
         return detect_stream(self, frames, batch_size=batch_size, lookahead=lookahead)
 

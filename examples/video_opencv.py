@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from cendetect import Detector
+from cendetect.flow.stream import detect_stream, select
 from cendetect.io.coco import detections_to_coco
 from cendetect.io.opex import to_opex
-from cendetect.pipeline import detect_stream, select
 
 
 def frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:

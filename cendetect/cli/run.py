@@ -129,9 +129,9 @@ def _deepcreampy_checks(args: argparse.Namespace, class_names: tuple[str, ...]) 
 
 
 def _run_live(args: argparse.Namespace, source: str) -> int:
-    """``--input_path`` is a camera or a stream (cendetect/live.py)."""
-    from cendetect.live import run_live
-    from cendetect.pipeline_run import OutputOptions
+    """``--input_path`` is a camera or a stream (cendetect/flow/live.py)."""
+    from cendetect.flow.images import OutputOptions
+    from cendetect.flow.live import run_live
 
     if args.layout != "tree" or args.save_json or args.save_csv or args.output_mask_image:
         raise CliError(
@@ -155,20 +155,20 @@ def _run_live(args: argparse.Namespace, source: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
-    from cendetect.io.discovery import discover_inputs, is_video, output_paths
-    from cendetect.pipeline_run import (
+    from cendetect.flow.images import (
         OutputOptions,
         Summary,
         default_streams,
         plan_jobs,
         run_images,
     )
+    from cendetect.io.discovery import discover_inputs, is_video, output_paths
 
     raw_input = str(args.input_path)
     args.input_path = Path(raw_input)
     if args.dilate < 0:
         raise CliError(f"--dilate {args.dilate}: must be >= 0")
-    from cendetect.live import is_live_source
+    from cendetect.flow.live import is_live_source
 
     if not args.input_path.exists() and is_live_source(raw_input):
         return _run_live(args, raw_input)
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )  # fmt: skip
     if videos:
-        from cendetect.video import run_videos
+        from cendetect.flow.video import run_videos
 
         summary.merge(
             run_videos(detector, videos, args.input_path, args.output_path, opts,

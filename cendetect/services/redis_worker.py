@@ -23,10 +23,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cendetect.flow.stream import select
 from cendetect.io.decode import ImageDecodeError, decode_image
 from cendetect.io.opex import error_json, to_opex
 from cendetect.io.shapes import ShapeOptions
-from cendetect.pipeline import select
 
 if TYPE_CHECKING:
     import numpy as np

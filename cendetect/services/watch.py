@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cendetect.engine.postprocess import Detections
+from cendetect.flow.images import Summary
+from cendetect.flow.stream import select
 from cendetect.io.atomic import write_text_atomic
 from cendetect.io.decode import ImageDecodeError, decode_image, is_complete
 from cendetect.io.discovery import IMAGE_EXTENSIONS
@@ -30,8 +32,6 @@ from cendetect.io.mask_image import mask_image_name, write_mask_image
 from cendetect.io.opex import to_opex
 from cendetect.io.roi_csv import roi_csv_name, to_roi_csv
 from cendetect.io.shapes import ShapeOptions
-from cendetect.pipeline import select
-from cendetect.pipeline_run import Summary
 
 if TYPE_CHECKING:
     import numpy as np

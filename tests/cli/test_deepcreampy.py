@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from cendetect.cli import main
+from cendetect.flow.stream import select
 from cendetect.io.deepcreampy import LEDGER, SEPARATOR
-from cendetect.pipeline import select
 from tests.cli.conftest import make_image, write_image
 from tests.tolerances import masks_agree
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from cendetect.cli import main
-from cendetect.live import is_live_source, live_open_args, run_live
-from cendetect.pipeline_run import OutputOptions
+from cendetect.flow.images import OutputOptions
+from cendetect.flow.live import is_live_source, live_open_args, run_live
 from tests.cli.conftest import make_image
 
 av = pytest.importorskip("av")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cendetect.cli import main
-from cendetect.pipeline import select
+from cendetect.flow.stream import select
 from tests.cli.conftest import make_image, write_image
 from tests.tolerances import masks_agree
 
@@ -297,8 +297,8 @@ def test_engine_artifact_gives_the_checkpoints_output(
 
 
 def test_an_image_failing_inference_fails_alone(tiny_detector, tmp_path: Path) -> None:
+    from cendetect.flow.images import OutputOptions, plan_jobs, run_images
     from cendetect.io.discovery import discover_inputs, output_paths
-    from cendetect.pipeline_run import OutputOptions, plan_jobs, run_images
 
     class Flaky:
         """Fails on 40-pixel-high images, as a model running out of memory would."""
@@ -370,8 +370,8 @@ def test_streams_give_the_same_outputs_in_input_order(
 def test_default_streams_and_thread_shares() -> None:
     import torch
 
+    from cendetect.flow.images import default_streams, stream_threads
     from cendetect.ops import get_num_threads
-    from cendetect.pipeline_run import default_streams, stream_threads
 
     assert default_streams("cuda", cores=16) == 1
     assert default_streams("cpu", cores=1) == 1

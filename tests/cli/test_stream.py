@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cendetect.flow.stream import decoded_in_order, detect_stream
 from cendetect.io.decode import ImageDecodeError
-from cendetect.pipeline import decoded_in_order, detect_stream
 from tests.cli.conftest import make_image, write_image
 from tests.matching import box_iou
 from tests.tolerances import BOX_IOU_MIN

@@ -86,7 +86,7 @@ def low_precision_agreement(
     import torch
 
     from cendetect.engine import preprocess, to_detections
-    from cendetect.pipeline import select
+    from cendetect.flow.stream import select
 
     ious: list[float] = []
     for path in paths:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cendetect import Detector
-from cendetect.pipeline import select
+from cendetect.flow.stream import select
 from cendetect.zoo import default_checkpoint
 from tests.compile.matching import match_detections
 

@@ -27,7 +27,7 @@ import torch
 from cendetect import Detector
 from cendetect.compile.precision import with_precision
 from cendetect.engine import preprocess, to_detections
-from cendetect.pipeline import select
+from cendetect.flow.stream import select
 from cendetect.zoo import default_checkpoint
 from tests.compile.matching import low_precision_agreement, match_detections
 

@@ -15,11 +15,11 @@ from pycocotools.coco import COCO
 
 from cendetect.engine.masks import InstanceMasks
 from cendetect.engine.postprocess import Detections
+from cendetect.flow.stream import select
 from cendetect.io.coco import CocoWriter, detections_to_coco
 from cendetect.io.opex import to_opex, write_opex
 from cendetect.io.roi_csv import ROI_COLUMNS, roi_csv_name, to_roi_csv
 from cendetect.io.shapes import outline_polygons, pixel_box
-from cendetect.pipeline import select
 
 
 def _detections() -> Detections:

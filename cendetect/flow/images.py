@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cendetect.engine.postprocess import Detections
+from cendetect.flow.stream import decoded_in_order, select
 from cendetect.io.atomic import write_image_atomic
 from cendetect.io.coco import CocoWriter
 from cendetect.io.decode import read_image_file
@@ -40,7 +41,6 @@ from cendetect.io.mask_image import mask_image_name, write_mask_image
 from cendetect.io.opex import write_opex
 from cendetect.io.roi_csv import write_roi_csv
 from cendetect.io.shapes import ShapeOptions
-from cendetect.pipeline import decoded_in_order, select
 
 if TYPE_CHECKING:
     from cendetect.detector import Detector

@@ -2,7 +2,7 @@
 URL (``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://``, ``srt://``), read by PyAV
 (FFmpeg), as maskrcnn-benchmark's webcam demo reads its camera.
 
-Frames are detected and composited as a video's are (:mod:`cendetect.video`) and written either
+Frames are detected and composited as a video's are (:mod:`cendetect.flow.video`) and written either
 to a video file (``--output_path out.mp4``: encoded as they come, into a hidden partial file
 renamed when the run ends) or to a folder of frames (``frame_000000.png``, each written
 atomically). The run ends when the source ends, after ``max_frames``, or on Ctrl-C: then the
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cendetect.flow.images import OutputOptions, Summary
+from cendetect.flow.stream import select
 from cendetect.io.atomic import write_image_atomic
-from cendetect.pipeline import select
-from cendetect.pipeline_run import OutputOptions, Summary
 
 if TYPE_CHECKING:
     from cendetect.detector import Detector
@@ -81,7 +81,7 @@ def live_frames(text: str) -> Iterator[tuple[np.ndarray, float]]:
 
 
 def _encoder(suffix: str) -> str:
-    from cendetect.video import _encoder as pick
+    from cendetect.flow.video import _encoder as pick
 
     return pick(suffix)
 

@@ -4,7 +4,7 @@
 paths are decoded in worker threads while the model runs on the previous batch, at most
 ``lookahead`` frames are held ahead of the one being returned, and results come back in input
 order. :func:`decoded_in_order` is the decoding stage alone, shared with the folder pipeline
-(:mod:`cendetect.pipeline_run`), and :func:`select` applies the confidence and class filters.
+(:mod:`cendetect.flow.images`), and :func:`select` applies the confidence and class filters.
 """
 
 from __future__ import annotations
@@ -13,17 +13,22 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from cendetect.engine.postprocess import Detections
 from cendetect.io.decode import ImageDecodeError, read_image_file
 
-if TYPE_CHECKING:
-    from cendetect.detector import Detector
+__all__ = ["ImageDecodeError", "Predictor", "decoded_in_order", "detect_stream", "select"]
 
-__all__ = ["ImageDecodeError", "decoded_in_order", "detect_stream", "select"]
+
+class Predictor(Protocol):
+    """What the stream needs of a model: ``cendetect.Detector`` is one (the stream stage does
+    not import it: the detector calls the stream, not the other way round)."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
+
 
 T = TypeVar("T")
 
@@ -108,7 +113,7 @@ def _as_frame(max_pixels: int | None) -> Callable[[Any], np.ndarray]:
 
 
 def detect_stream(
-    detector: Detector,
+    detector: Predictor,
     frames: Iterable[np.ndarray | str | os.PathLike[str]],
     batch_size: int = 1,
     lookahead: int | None = None,

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cendetect.flow.images import OutputOptions, Summary
+from cendetect.flow.stream import select
 from cendetect.io.discovery import output_paths
-from cendetect.pipeline import select
-from cendetect.pipeline_run import OutputOptions, Summary
 
 if TYPE_CHECKING:
     from cendetect.detector import Detector
