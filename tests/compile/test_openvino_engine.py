@@ -8,8 +8,9 @@ convolutions sum in their own order, and the random-weight fixture amplifies tha
 re-ranked detections. bf16 (OpenVINO's inference precision hint, which puts every layer it
 can in bf16, the stem and the mask head included) does NOT reach the compile issue's bar for bf16
 engines (mean mask IoU >= 0.97 against fp32 on the trained default model's samples): measured
-0.941 on an Intel Xeon with AMX (14 detections, lowest 0.776), where our own bf16 engines, which
-keep the image and the stride-2 stem in float32, give 0.979. Marking the stem's nodes as
+on an Intel Xeon with AMX 0.941 with version 3's weights (14 detections, lowest 0.776) and 0.959
+with version 4's (15 detections), where our own bf16 engines, which keep the image and the
+stride-2 stem in float32, give 0.979 and 0.988. Marking the stem's nodes as
 precision-sensitive in their rt_info (``precise_0``, ``disable_fp16_compression_0``) changed
 nothing on OpenVINO 2026.4's CPU plugin. The test holds the measured level so that a regression
 shows; docs/engines.md recommends OpenVINO fp32, and our TorchScript/AOTI engines for bf16.
@@ -107,9 +108,9 @@ def test_detector_api_and_batch(eager: Detector, r50_openvino: Path) -> None:
     reason="no bundled default model in this checkout",
 )
 def test_bf16_hint_agreement_with_fp32_on_the_default_model(tmp_path: Path) -> None:
-    """Mean mask IoU against fp32 on the samples with OpenVINO's bf16 hint: measured 0.941
-    (below the 0.97 bar of our bf16 engines, module docstring); held at >= 0.92 and every
-    detection found. On a CPU without AVX-512 BF16 or AMX the hint falls back to f32."""
+    """Mean mask IoU against fp32 on the samples with OpenVINO's bf16 hint: measured 0.941 and
+    0.959 (two versions of the weights; below the 0.97 bar of our bf16 engines, module
+    docstring); held at >= 0.92 and every detection found. On a CPU without AVX-512 BF16 or AMX the hint falls back to f32."""
     from cendetect.compile import compile_engine
 
     ckpt = default_checkpoint()
@@ -123,5 +124,5 @@ def test_bf16_hint_agreement_with_fp32_on_the_default_model(tmp_path: Path) -> N
     assert len(ious) >= 4, f"the default model found only {len(ious)} regions on the samples"
     mean = float(np.mean(ious))
     print(f"openvino bf16 vs fp32 on {len(SAMPLES)} samples: {len(ious)} detections, {mean:.4f}")
-    assert mean >= 0.92, ious  # measured 0.941 (Xeon, AMX); the bf16 bar of 0.97 is not met
+    assert mean >= 0.92, ious  # measured 0.941-0.959 (Xeon, AMX); the 0.97 bf16 bar is not met
     assert min(ious) > 0, ious
