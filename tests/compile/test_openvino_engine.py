@@ -110,7 +110,8 @@ def test_detector_api_and_batch(eager: Detector, r50_openvino: Path) -> None:
 def test_bf16_hint_agreement_with_fp32_on_the_default_model(tmp_path: Path) -> None:
     """Mean mask IoU against fp32 on the samples with OpenVINO's bf16 hint: measured 0.941 and
     0.959 (two versions of the weights; below the 0.97 bar of our bf16 engines, module
-    docstring); held at >= 0.92 and every detection found. On a CPU without AVX-512 BF16 or AMX the hint falls back to f32."""
+    docstring); held at >= 0.92 and every detection found. On a CPU without AVX-512 BF16 or
+    AMX the hint falls back to f32."""
     from cendetect.compile import compile_engine
 
     ckpt = default_checkpoint()
