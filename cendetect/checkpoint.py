@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from cendetect.config import parse_config_text
+from cendetect.config_text import parse_config_text
 from cendetect.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -42,7 +42,7 @@ class Checkpoint:
         path: the file it was read from.
         state_dict: parameter and buffer tensors on CPU, in file order, ``module.`` prefix removed.
         classes: class names (2.x ``meta['CLASSES']``, 3.x ``meta['dataset_meta']['classes']``).
-        config: the embedded config parsed by :func:`cendetect.config.parse_config_text`.
+        config: the embedded config parsed by :func:`cendetect.config_text.parse_config_text`.
         config_text: the embedded config text (2.x ``meta['config']``, 3.x ``meta['cfg']``).
         layout: ``"mmdet2"``, ``"mmdet3"`` or ``"state_dict"`` (no ``meta``).
         sha256: hex digest of the file bytes.
@@ -360,7 +360,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, parse_config: bool = True) 
     Args:
         path: the ``.pth`` file.
         parse_config: parse the embedded config; set False to load the weights of a checkpoint
-            whose config uses constructs :func:`cendetect.config.parse_config_text` refuses.
+            whose config uses constructs :func:`cendetect.config_text.parse_config_text` refuses.
 
     Raises:
         CheckpointError: the file is missing, unreadable, references a global outside the

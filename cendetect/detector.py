@@ -316,12 +316,12 @@ def with_config(loaded: Any, config: str | os.PathLike) -> Any:
 
     Raises:
         ConfigError: the file's kind does not fit the checkpoint's family, or the file is
-            refused (see :func:`cendetect.config.read_config_file`,
+            refused (see :func:`cendetect.config_text.read_config_file`,
             :func:`cendetect.importers.yaml_config.settings_from_yaml`).
     """
     import dataclasses
 
-    from cendetect.config import read_config_file
+    from cendetect.config_text import read_config_file
     from cendetect.errors import ConfigError
     from cendetect.importers import ImportedCheckpoint
     from cendetect.importers.yaml_config import (

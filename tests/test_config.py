@@ -16,9 +16,9 @@ from cendetect.config import (
     PreprocessConfig,
     model_config_from,
     num_classes_from,
-    parse_config_text,
     preprocess_config_from,
 )
+from cendetect.config_text import parse_config_text
 from tests.conftest import DATA
 
 FIXTURE_CONFIGS = {

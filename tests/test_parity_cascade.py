@@ -24,7 +24,7 @@ import torch
 
 import cendetect.ops  # noqa: F401  (registers torch.ops.cendetect.*)
 from cendetect import Detector
-from cendetect.config import ConfigError, parse_config_text
+from cendetect.config_text import ConfigError, parse_config_text
 from cendetect.engine import preprocess, to_detections
 from tests.compile.matching import match_detections
 from tests.conftest import DATA

@@ -50,7 +50,7 @@ def test_matches_mmdetection(
     "arch", ["mmdet/mask_rcnn_r50_fpn", "mmdet/mask_rcnn_r101_fpn", "mmdet3/mask_rcnn_r50_fpn"]
 )
 def test_state_dict_names_and_shapes_equal_mmdetection(arch: str) -> None:
-    from cendetect.config import parse_config_text
+    from cendetect.config_text import parse_config_text
     from cendetect.models import build_model
 
     keys = json.loads((DATA / arch / "keys.json").read_text())

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from cendetect import Detector
-from cendetect.config import parse_config_text, preprocess_config_from
+from cendetect.config import preprocess_config_from
+from cendetect.config_text import parse_config_text
 from cendetect.engine import preprocess, to_detections
 from tests.conftest import DATA
 from tests.matching import match_to_reference, own_spread

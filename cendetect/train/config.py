@@ -2,7 +2,7 @@
 in its checkpoints (``meta.config``).
 
 The text is plain ``name = value`` assignments of literals and dicts, which
-:func:`cendetect.config.parse_config_text` reads back (and mmdetection's ``Config.fromstring``
+:func:`cendetect.config_text.parse_config_text` reads back (and mmdetection's ``Config.fromstring``
 too). It holds the model (zoo config + mmdet's Mask R-CNN ``train_cfg``), the normalisation and
 the test pipeline (the keep-ratio test scale the detector will use).
 """

@@ -1,6 +1,6 @@
 """Training configs read as data: detectron2 / maskrcnn-benchmark YAML
 (cendetect/importers/yaml_config.py) and mmdetection ``.py`` files with ``_base_``
-(cendetect/config.py ``read_config_file``), and the ``--config`` option that applies them.
+(cendetect/config_text.py ``read_config_file``), and the ``--config`` option that applies them.
 
 ``tests/data/detectron2_cfg/`` was made by the real detectron2 with ``NUM_CLASSES 3``,
 ``MIN_SIZE_TEST 640``, ``MAX_SIZE_TEST 1000`` and ``SCORE_THRESH_TEST 0.3`` merged in; its
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from cendetect.config import read_config_file
+from cendetect.config_text import read_config_file
 from cendetect.errors import ConfigError
 from cendetect.importers.common import ImportedCheckpoint
 from cendetect.importers.yaml_config import (

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from cendetect.config import ConfigError, PreprocessConfig, parse_config_text
+from cendetect.config import ConfigError, PreprocessConfig
+from cendetect.config_text import parse_config_text
 from cendetect.engine import preprocess
 from cendetect.models import build_model
 from cendetect.models.build import build_cascade_roi_head

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import cendetect.ops
-from cendetect.config import ConfigError, parse_config_text
+from cendetect.config_text import ConfigError, parse_config_text
 from cendetect.models.build import build_backbone
 from cendetect.models.dcn import DCNConfig, DeformConv2dPack
 from cendetect.models.resnet import ResNet
