@@ -142,7 +142,7 @@ def test_nchw_mask_heads_in_a_channels_last_model(arch: str, heads: int) -> None
     """What the AOTI bf16 build uses: every mask head's 4-D weights NCHW, the rest channels-last
     (tests/compile/test_precision_default_model.py checks the built engine)."""
     from cendetect.compile.precision import mask_heads
-    from cendetect.config import parse_config_text
+    from cendetect.config_text import parse_config_text
     from cendetect.models import build_model
 
     cfg = parse_config_text((DATA / "mmdet" / arch / "config.py").read_text())
