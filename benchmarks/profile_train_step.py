@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--frozen-stages", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--top", type=int, default=15, help="operators to list")
+    ap.add_argument(
+        "--cpu-bf16", action="store_true", help="bfloat16 autocast (cendetect train --cpu-bf16)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lo, hi = (int(v) for v in args.train_scale.split(","))
@@ -44,6 +47,7 @@ def main() -> None:
             workers=0,
             progress=False,
             pretrained="imagenet",
+            cpu_bf16=args.cpu_bf16,
         )
         trainer = Trainer(cfg)
         batches = list(

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -221,6 +222,7 @@ def compile_engines(
     )
     manifests: dict[str, Manifest] = {}
     program: torch.export.ExportedProgram | None = None
+    translated: dict[int, Any] = {}  # id(program) -> its ONNX translation (done once)
     layout = "nchw"
     for engine, output in outputs.items():
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -229,11 +231,15 @@ def compile_engines(
             # the float32 graph whatever the precision: OpenVINO's bf16 hint picks its own bf16
             # layers at load time (engine/runners/openvino.py)
             from cendetect.compile.export import export_program
-            from cendetect.compile.onnx import save_onnx
 
-            fp32 = export_program(det.model, base.input, max(pre.size_divisor, 1), device)
+            if precision == "fp32" and program is not None:
+                fp32 = program  # the fp32 program of an onnx/aoti output of this call
+            else:
+                fp32 = export_program(det.model, base.input, max(pre.size_divisor, 1), device)
+                if precision == "fp32":
+                    program = fp32  # later onnx/aoti outputs of this call reuse it
             manifest = dataclasses.replace(manifest, layout="nchw", fp32_stride=0)
-            save_onnx(fp32, manifest, output)
+            _write_onnx(fp32, manifest, output, translated)
             manifests[engine] = manifest
             continue
         if engine == "torchscript":
@@ -270,9 +276,7 @@ def compile_engines(
             program = export_program(net, base.input, max(pre.size_divisor, 1), device)
         manifest = dataclasses.replace(manifest, layout=layout)
         if engine == "onnx":
-            from cendetect.compile.onnx import save_onnx
-
-            save_onnx(program, manifest, output)
+            _write_onnx(program, manifest, output, translated)
         elif engine == "trt":
             from cendetect.compile.trt import save_trt
 
@@ -288,6 +292,21 @@ def compile_engines(
             save_aoti(program, manifest, output)
         manifests[engine] = manifest
     return manifests
+
+
+def _write_onnx(
+    program: torch.export.ExportedProgram,
+    manifest: Manifest,
+    output: str | os.PathLike,
+    translated: dict[int, Any],
+) -> None:
+    """Write ``program`` as ONNX under ``manifest``, translating it only the first time (an fp32
+    ``onnx`` and ``openvino`` output of one call are the same graph under two manifests)."""
+    from cendetect.compile.onnx import translate_onnx, write_onnx
+
+    if id(program) not in translated:
+        translated[id(program)] = translate_onnx(program)
+    write_onnx(translated[id(program)], manifest, output)
 
 
 def _check_options(

@@ -43,13 +43,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from cendetect.engine.runners import Manifest
 from cendetect.engine.runners.manifest import MANIFEST_NAME
 
-__all__ = ["OPSET", "save_onnx", "translation_table"]
+__all__ = ["OPSET", "save_onnx", "translate_onnx", "translation_table", "write_onnx"]
 
 #: ONNX opset of the exported graph: >= 16 for RoiAlign's coordinate_transformation_mode
 OPSET = 18
@@ -248,6 +249,13 @@ def save_onnx(
     ~180 MB, under protobuf's 2 GB limit). The manifest is the ``metadata_props`` entry
     ``cendetect_manifest.json``.
     """
+    write_onnx(translate_onnx(program), manifest, path)
+
+
+def translate_onnx(program: torch.export.ExportedProgram) -> Any:
+    """``program`` as an ONNX program (``torch.onnx.ONNXProgram``, lightly optimised), for
+    :func:`write_onnx`. Translate a program once: the exporter changes it on the way, and
+    a second translation of the same program fails."""
     onnx_program = torch.onnx.export(
         program,
         (),
@@ -260,6 +268,13 @@ def save_onnx(
         verbose=False,
     )
     _light_optimize(onnx_program.model)
+    return onnx_program
+
+
+def write_onnx(onnx_program: Any, manifest: Manifest, path: str | os.PathLike) -> None:
+    """Write the ONNX program of :func:`translate_onnx` with ``manifest`` to ``path`` (one
+    program can be written under several manifests: an ``onnx`` and an ``openvino``
+    artifact of one fp32 export)."""
     onnx_program.model.metadata_props[MANIFEST_NAME] = manifest.to_json()
     onnx_program.save(os.fspath(path), external_data=False)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from cendetect.flow.images import OutputOptions, Summary
 from cendetect.flow.stream import select
+from cendetect.flow.video import encoder_for
 from cendetect.io.atomic import write_image_atomic
 
 if TYPE_CHECKING:
@@ -80,12 +81,6 @@ def live_frames(text: str) -> Iterator[tuple[np.ndarray, float]]:
             yield frame.to_ndarray(format="bgr24"), rate
 
 
-def _encoder(suffix: str) -> str:
-    from cendetect.flow.video import _encoder as pick
-
-    return pick(suffix)
-
-
 def run_live(
     detector: Detector,
     source: str,
@@ -126,7 +121,7 @@ def run_live(
                 if writer is None:
                     output.parent.mkdir(parents=True, exist_ok=True)
                     container = av.open(str(tmp), "w")
-                    vout = container.add_stream(_encoder(output.suffix), rate=round(rate) or 25)
+                    vout = container.add_stream(encoder_for(output.suffix), rate=round(rate) or 25)
                     vout.width, vout.height = image.shape[1], image.shape[0]
                     vout.pix_fmt = "yuv420p"
                     writer = (container, vout)

@@ -41,7 +41,8 @@ ENCODERS = {
 _END = object()
 
 
-def _encoder(suffix: str) -> str:
+def encoder_for(suffix: str) -> str:
+    """The first PyAV encoder this build has for a video file suffix (``.mp4`` ...)."""
     import av
 
     for name in ENCODERS.get(suffix.lower(), ("libx264", "mpeg4")):
@@ -113,7 +114,7 @@ def process_video(
                    desc=src.name, file=sys.stderr)  # fmt: skip
         try:
             with av.open(str(tmp), "w") as out:
-                vout = out.add_stream(_encoder(dst.suffix), rate=rate)
+                vout = out.add_stream(encoder_for(dst.suffix), rate=rate)
                 vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
                 vout.pix_fmt = "yuv420p"
                 aout = out.add_stream_from_template(ain) if ain is not None else None

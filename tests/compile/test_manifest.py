@@ -157,8 +157,9 @@ def test_refuses_unknown_engine_and_cuda_without_cuda(r50_ts: Path, tmp_path: Pa
 def test_several_engines_share_one_export(
     mmdet2_r50_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """compile_engines: one torch.export for all export engines, each saved from it with its
-    own manifest (the builds themselves are exercised by the export_engines fixture)."""
+    """compile_engines: one torch.export for all export engines (OpenVINO's fp32 graph too),
+    each saved from it with its own manifest, and one ONNX translation for the ``onnx`` and
+    ``openvino`` files (the builds themselves are exercised by the export_engines fixture)."""
     import cendetect.compile.aoti as aoti
     import cendetect.compile.export as export
     import cendetect.compile.onnx as onnx_mod
@@ -169,15 +170,24 @@ def test_several_engines_share_one_export(
     saved: dict[str, tuple[object, Manifest]] = {}
     monkeypatch.setattr(export, "export_program", lambda *a: calls.append("export") or program)
     monkeypatch.setattr(trt, "fit_spec", lambda spec, prog: spec)
-    for module, name, kind in ((aoti, "save_aoti", "aoti"), (onnx_mod, "save_onnx", "onnx")):
-        monkeypatch.setattr(module, name, lambda p, m, o, kind=kind: saved.update({kind: (p, m)}))
+    monkeypatch.setattr(aoti, "save_aoti", lambda p, m, o: saved.update({"aoti": (p, m)}))
+    monkeypatch.setattr(
+        onnx_mod, "translate_onnx", lambda p: calls.append("translate") or ("onnx of", p)
+    )
+    monkeypatch.setattr(onnx_mod, "write_onnx", lambda t, m, o: saved.update({m.engine: (t[1], m)}))
     outputs = {"aoti": tmp_path / "a.pt2", "onnx": tmp_path / "a.onnx"}
+    try:
+        import openvino  # noqa: F401
+
+        outputs["openvino"] = tmp_path / "a.openvino.onnx"
+    except ImportError:  # the openvino extra is optional
+        pass
     manifests = compile_engines(mmdet2_r50_ckpt, outputs, max_size=(320, 320))
-    assert calls == ["export"]
-    assert {k: v[0] for k, v in saved.items()} == {"aoti": program, "onnx": program}
-    assert {k: m.engine for k, m in manifests.items()} == {"aoti": "aoti", "onnx": "onnx"}
-    assert manifests["aoti"].input == manifests["onnx"].input
-    assert manifests["aoti"].checkpoint_sha256 == manifests["onnx"].checkpoint_sha256
+    assert calls == ["export", "translate"]
+    assert {k: v[0] for k, v in saved.items()} == dict.fromkeys(outputs, program)
+    assert {k: m.engine for k, m in manifests.items()} == {k: k for k in outputs}
+    assert len({m.input for m in manifests.values()}) == 1
+    assert len({m.checkpoint_sha256 for m in manifests.values()}) == 1
 
 
 def test_several_engines_are_all_checked_first(

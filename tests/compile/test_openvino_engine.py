@@ -127,3 +127,36 @@ def test_bf16_hint_agreement_with_fp32_on_the_default_model(tmp_path: Path) -> N
     print(f"openvino bf16 vs fp32 on {len(SAMPLES)} samples: {len(ious)} detections, {mean:.4f}")
     assert mean >= 0.92, ious  # measured 0.941-0.959 (Xeon, AMX); the 0.97 bf16 bar is not met
     assert min(ious) > 0, ious
+
+
+@pytest.mark.skipif(
+    default_checkpoint() is None and os.environ.get("CI") != "true",
+    reason="no bundled default model in this checkout",
+)
+def test_fp32_openvino_and_onnx_share_one_export(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An fp32 ``.onnx`` and an OpenVINO artifact of one ``compile_engines`` call come from one
+    ``torch.export`` (the export is about half of each build), in either order, and both run."""
+    from cendetect.compile import export as export_mod
+    from cendetect.compile.build import compile_engines
+
+    ckpt = default_checkpoint()
+    assert ckpt is not None
+    real = export_mod.export_program
+    calls: list[int] = []
+
+    def counting(*args: object, **kwargs: object) -> torch.export.ExportedProgram:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export_mod, "export_program", counting)
+    outputs = {"openvino": tmp_path / "m.openvino.onnx", "onnx": tmp_path / "m.onnx"}
+    manifests = compile_engines(ckpt, outputs)
+    assert len(calls) == 1
+    assert {m.layout for m in manifests.values()} == {"nchw"}
+    eager = Detector.from_checkpoint(ckpt, refine="off")(str(SAMPLES[0]))
+    assert len(eager) > 0
+    for path in outputs.values():
+        got = Detector.from_engine(path, refine="off")(str(SAMPLES[0]))
+        assert len(got) > 0, path
