@@ -28,6 +28,7 @@ MMDET3 = DATA / "mmdet3"
 #: the slowest test files, slowest first (fresh-clone CI run of 2026-11-22, two workers; the
 #: rest keep collection order)
 SLOW_FILES = (
+    "tests/test_exe.py",  # ~4 min: PyInstaller one-file build of torch + two runs
     "tests/test_parity_point_rend.py",  # ~5 min: AOTI + ONNX build, mmdet parity, TorchScript
     "tests/test_parity_cascade.py",  # ~4 min
     "tests/compile/test_r101_engines.py",  # ~2.5 min (measured alone)

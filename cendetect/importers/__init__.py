@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from cendetect.checkpoint import Checkpoint, _sha256, load_checkpoint
+from cendetect.checkpoint import Checkpoint, load_checkpoint
 from cendetect.errors import CheckpointError
 from cendetect.importers import detectron2, maskrcnn_benchmark
 from cendetect.importers.common import COCO_CLASSES, ImportedCheckpoint
 from cendetect.importers.pkl import is_plain_pickle, load_pickle
+from cendetect.safe_pickle import file_sha256 as _sha256
 
 __all__ = [
     "COCO_CLASSES",

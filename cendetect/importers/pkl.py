@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cendetect.checkpoint import PickledArray, PickledDType, PickledObject, _refused
 from cendetect.errors import CheckpointError
+from cendetect.safe_pickle import PickledArray, PickledDType, PickledObject, _refused
 
 __all__ = ["is_plain_pickle", "load_pickle"]
 

@@ -21,7 +21,7 @@ from cendetect.config import ConfigError, PreprocessConfig
 from cendetect.config_text import parse_config_text
 from cendetect.engine import preprocess
 from cendetect.models import build_model
-from cendetect.models.build import build_cascade_roi_head
+from cendetect.models.build_heads import build_cascade_roi_head
 from cendetect.models.cascade import CascadeRoIHead
 from cendetect.models.roi_heads import RoIExtractorConfig
 from cendetect.zoo import zoo_model_config
