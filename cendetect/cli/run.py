@@ -94,6 +94,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="refuse images with more pixels (default %(default)s, Pillow's limit)",
     )
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = p.add_argument_group("Ray cluster (pip install 'cendetect[ray]'; docs/scale.md)")
+    r.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="run the images on Ray: no ADDRESS starts a local cluster for the run; 'auto' "
+        "joins this machine's cluster; ray://host:port a remote one (videos still run here)",
+    )  # fmt: skip
+    r.add_argument(
+        "--actors", default="1", help="model actors: N, or LO-HI to autoscale (default 1)"
+    )
+    r.add_argument("--cpus-per-actor", type=float, default=1.0, help="default 1")
+    r.add_argument("--gpus-per-actor", type=float, default=0.0, help="default 0")
     e.add_argument(
         "--max-frames", type=int, help="live sources: stop after this many frames (default: "
         "until the stream ends or Ctrl-C)",
@@ -151,6 +162,33 @@ def _run_live(args: argparse.Namespace, source: str) -> int:
     summary = run_live(detector, source, args.output_path, opts, max_frames=args.max_frames)
     print(f"cendetect: {summary.line()}", flush=True)
     return 1 if summary.failed else 0
+
+
+def _run_ray(args: argparse.Namespace, detector, jobs, opts, batch_size: int):  # noqa: ANN001
+    """The image jobs on Ray (cendetect/ray.py)."""
+    try:
+        import ray  # noqa: F401
+
+        from cendetect.ray import RayOptions, RayUnavailable, parse_actors, run_images_ray
+    except ImportError:
+        raise CliError("--ray needs Ray: pip install 'cendetect[ray]'") from None
+    try:
+        actors = parse_actors(args.actors)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.cpus_per_actor <= 0 or args.gpus_per_actor < 0:
+        raise CliError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
+    address = None if args.ray == "local" else args.ray
+    options = RayOptions(
+        address, actors, args.cpus_per_actor, args.gpus_per_actor, batch_size, args.workers
+    )
+    try:
+        return run_images_ray(
+            detector, jobs, opts, args.output_path, options, overwrite=args.overwrite,
+            max_pixels=args.max_pixels, report=say,
+        )  # fmt: skip
+    except RayUnavailable as exc:
+        raise CliError(f"--ray {args.ray}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,13 +280,16 @@ def run(args: argparse.Namespace) -> int:
     if images:
         jobs = plan_jobs(images, output_paths(images, args.input_path, args.output_path),
                          args.input_path, flat)  # fmt: skip
-        summary.merge(
-            run_images(
-                detector, jobs, opts, args.output_path, batch_size=batch_size,
-                workers=args.workers, streams=streams, overwrite=args.overwrite,
-                max_pixels=args.max_pixels, progress=progress,
-            )
-        )  # fmt: skip
+        if args.ray is not None:
+            summary.merge(_run_ray(args, detector, jobs, opts, batch_size))
+        else:
+            summary.merge(
+                run_images(
+                    detector, jobs, opts, args.output_path, batch_size=batch_size,
+                    workers=args.workers, streams=streams, overwrite=args.overwrite,
+                    max_pixels=args.max_pixels, progress=progress,
+                )
+            )  # fmt: skip
     if videos:
         from cendetect.flow.video import run_videos
 

@@ -45,7 +45,17 @@ from cendetect.io.shapes import ShapeOptions
 if TYPE_CHECKING:
     from cendetect.detector import Detector
 
-__all__ = ["Job", "OutputOptions", "Summary", "default_streams", "plan_jobs", "run_images"]
+__all__ = [
+    "Job",
+    "OutputOptions",
+    "Pending",
+    "Summary",
+    "default_streams",
+    "pending",
+    "plan_jobs",
+    "run_images",
+    "write_outputs",
+]
 
 COCO_FILE = "coco.json"
 
@@ -170,7 +180,77 @@ def plan_jobs(
     return jobs
 
 
-def _write(
+@dataclass
+class Pending:
+    """The inputs of a run still to do, and the run-wide outputs their results go into.
+
+    Attributes:
+        todo: the jobs to run, in input order.
+        summary: the run's summary so far (the skipped inputs counted).
+        coco: the ``coco.json`` being built (``save_json == "coco"``), else None.
+        ledger: the deepcreampy layout's ledger, else None.
+        output_root: where ``coco.json`` goes.
+    """
+
+    todo: list[Job]
+    summary: Summary
+    coco: CocoWriter | None
+    ledger: Ledger | None
+    output_root: Path
+
+    def record(self, job: Job, det: Detections, written: dict[str, list[str]] | None) -> None:
+        """One job's outputs are written: add it to the COCO file and the ledger, in order."""
+        if self.coco is not None:
+            self.coco.add(job.name, det)
+        if self.ledger is not None and job.flat is not None and written is not None:
+            self.ledger.record(job.flat, written)
+            for cls in written or {"neither": []}:
+                self.summary.trees[cls] = self.summary.trees.get(cls, 0) + 1
+        self.summary.processed += 1
+
+    def finish(self) -> None:
+        """Write ``coco.json`` (when anything changed or it is missing)."""
+        coco_path = self.output_root / COCO_FILE
+        if self.coco is not None and (self.todo or not coco_path.exists()):
+            self.coco.write(coco_path)
+
+
+def pending(
+    jobs: Sequence[Job],
+    opts: OutputOptions,
+    output_root: Path,
+    class_names: Sequence[str],
+    overwrite: bool = False,
+) -> Pending:
+    """What is left to do of ``jobs``: a job whose outputs all exist is skipped (counted as
+    "already done") unless ``overwrite``; with ``save_json="coco"`` the previous ``coco.json``
+    keeps the skipped inputs' entries, and a done job the file lacks is redone."""
+    summary = Summary()
+    coco_path = output_root / COCO_FILE
+    ledger = Ledger(output_root) if opts.layout == "deepcreampy" else None
+    todo = []
+    for job in jobs:
+        if ledger is not None and job.flat is not None:
+            done = not overwrite and ledger.finished(job.flat, output_root)
+        else:
+            done = not overwrite and all(p.is_file() for p in job.outputs(opts))
+        if done:
+            summary.skip("already done")
+        else:
+            todo.append(job)
+    coco = None
+    if opts.save_json == "coco":
+        done = {j.name for j in jobs} - {j.name for j in todo}
+        coco = CocoWriter(class_names, previous=coco_path, keep=done)
+        carried = {im["file_name"] for im in coco.images}
+        missing = [j for j in jobs if j.name in done - carried]  # outputs exist, COCO lacks them
+        todo.extend(missing)
+        if missing:
+            summary.skip("already done", -len(missing))
+    return Pending(todo, summary, coco, ledger, output_root)
+
+
+def write_outputs(
     job: Job, image: np.ndarray, det: Detections, opts: OutputOptions, output_root: Path
 ) -> dict[str, list[str]] | None:
     """Write one input's outputs; in the deepcreampy layout, returns what it wrote per class."""
@@ -270,28 +350,8 @@ def run_images(
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    summary = Summary()
-    coco_path = output_root / COCO_FILE
-    ledger = Ledger(output_root) if opts.layout == "deepcreampy" else None
-    todo = []
-    for job in jobs:
-        if ledger is not None and job.flat is not None:
-            done = not overwrite and ledger.finished(job.flat, output_root)
-        else:
-            done = not overwrite and all(p.is_file() for p in job.outputs(opts))
-        if done:
-            summary.skip("already done")
-        else:
-            todo.append(job)
-    coco = None
-    if opts.save_json == "coco":
-        done = {j.name for j in jobs} - {j.name for j in todo}
-        coco = CocoWriter(detector.class_names, previous=coco_path, keep=done)
-        carried = {im["file_name"] for im in coco.images}
-        missing = [j for j in jobs if j.name in done - carried]  # outputs exist, COCO lacks them
-        todo.extend(missing)
-        if missing:
-            summary.skip("already done", -len(missing))
+    plan = pending(jobs, opts, output_root, detector.class_names, overwrite)
+    summary, todo = plan.summary, plan.todo
     hide = not sys.stderr.isatty() if progress is None else not progress
     bar = tqdm(total=len(todo), unit="img", disable=hide, leave=False, file=sys.stderr)
 
@@ -313,14 +373,7 @@ def run_images(
             if exc is not None:
                 fail(job.source, f"cannot write the outputs: {exc}")
             else:
-                if coco is not None:
-                    coco.add(job.name, det)
-                written = fut.result()
-                if ledger is not None and job.flat is not None and written is not None:
-                    ledger.record(job.flat, written)
-                    for cls in written or {"neither": []}:
-                        summary.trees[cls] = summary.trees.get(cls, 0) + 1
-                summary.processed += 1
+                plan.record(job, det, fut.result())
                 bar.update(1)
 
     batch: list[tuple[Job, np.ndarray]] = []
@@ -346,7 +399,7 @@ def run_images(
                         continue
                     det = select(det, opts.confidence, opts.classes)
                     writing.append(
-                        (job, det, pool.submit(_write, job, image, det, opts, output_root))
+                        (job, det, pool.submit(write_outputs, job, image, det, opts, output_root))
                     )
                 settle(2 * max(1, workers) + batch_size)
 
@@ -371,7 +424,6 @@ def run_images(
         collect(0)
         settle(0)
     bar.close()
-    if coco is not None and (todo or not coco_path.exists()):
-        coco.write(coco_path)
+    plan.finish()
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -6,19 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from cendetect.engine.preprocess import PreprocessConfig, preprocess, resize_image
+from cendetect.engine.preprocess import (
+    PreprocessConfig,
+    normalise_arithmetic,
+    preprocess,
+    resize_image,
+)
 
 
 def _mmcv_normalise(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
-    """mmcv's imnormalize as mmdet's Normalize calls it: float32 mean subtracted in float32,
-    times 1/std formed in float64, rounded once; ``[3, h, w]`` after the resize."""
-    r, _ = resize_image(image, cfg)
-    t = torch.from_numpy(np.ascontiguousarray(r)).permute(2, 0, 1).float()
-    if cfg.to_rgb:
-        t = t.flip(0)
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
-    inv_std = 1.0 / torch.tensor(cfg.std, dtype=torch.float32).double().view(3, 1, 1)
-    return ((t - mean).double() * inv_std).float()
+    """mmcv's imnormalize as mmdet's Normalize calls it, after the resize: ``[3, h, w]``."""
+    return normalise_arithmetic(resize_image(image, cfg)[0], cfg)
 
 
 @pytest.mark.parametrize(

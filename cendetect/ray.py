@@ -1,0 +1,372 @@
+"""Batch inference on a Ray cluster: ``cendetect run --ray`` and :func:`detect_dataset`.
+
+The run is a Ray Data pipeline of three stages that overlap, each where it belongs:
+
+1. **decode** (Ray tasks): read and decode each input (:func:`cendetect.io.decode.read_image_file`:
+   EXIF orientation, the pixel limit); a broken file becomes a row with its reason, never an
+   exception, so it is reported once and never retried;
+2. **detect** (an actor pool, ``map_batches``): each actor builds one :class:`~cendetect.Detector`
+   when it starts, from a *blueprint* the driver puts in the object store once: the eager model
+   itself, or the bytes of the compiled engine artifact (compiled once, on the driver, never per
+   actor). Actors are restarted when they die and their batch is retried (``max_restarts`` /
+   ``max_task_retries``), so a lost worker costs time, not outputs;
+3. **write** (Ray tasks): composite and write each input's outputs atomically with the same code
+   as ``cendetect run`` (:func:`cendetect.flow.images.write_outputs`).
+
+The driver keeps the order of the inputs (``preserve_order``) and fills ``coco.json`` and the
+DeepCreamPy ledger as results arrive, exactly as a local run does, so the output tree of a Ray
+run is byte for byte a local run's. Memory is bounded by Ray Data's streaming executor (a few
+blocks in flight per stage), not by the number of inputs; the driver holds the list of input
+paths (as ``cendetect run`` does).
+
+Ray is an optional extra: ``pip install 'cendetect[ray]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cendetect.flow.images import Job, OutputOptions, Summary, pending, write_outputs
+from cendetect.flow.stream import select
+
+if TYPE_CHECKING:
+    import ray.data
+
+    from cendetect.detector import Detector
+
+__all__ = [
+    "DetectorBlueprint",
+    "RayOptions",
+    "RayUnavailable",
+    "blueprint",
+    "detect_dataset",
+    "run_images_ray",
+]
+
+#: pip requirement of the extra (pyproject.toml ``[project.optional-dependencies] ray``)
+RAY_REQUIREMENT = "ray[data]==2.60.0"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            f"--ray needs Ray: pip install 'cendetect[ray]' (installs {RAY_REQUIREMENT})"
+        ) from None
+    return ray
+
+
+class RayUnavailable(RuntimeError):
+    """The cluster could not be started or joined (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide a Ray run goes.
+
+    Attributes:
+        address: ``None`` (a local cluster started for the run and stopped after it), ``"auto"``
+            (the cluster this machine belongs to) or ``"ray://host:port"``.
+        actors: model actors: ``(n, n)`` a fixed pool, ``(lo, hi)`` an autoscaling range.
+        cpus_per_actor: CPUs each model actor reserves (its torch threads follow it).
+        gpus_per_actor: GPUs each model actor reserves (a fraction shares one GPU).
+        batch_size: images per model call.
+        io_tasks: decode tasks, and as many write tasks, in flight at once. They reserve no
+            CPU (``num_cpus=0``): they overlap with inference on the actors' cores, as the
+            decode and write threads of a local run do, and a cluster whose CPUs the actors
+            fill still runs them.
+    """
+
+    address: str | None = None
+    actors: tuple[int, int] = (1, 1)
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int = 1
+    io_tasks: int = 2
+
+
+@dataclass(frozen=True)
+class DetectorBlueprint:
+    """What a model actor rebuilds its :class:`~cendetect.Detector` from.
+
+    Attributes:
+        detector: the eager detector itself (pickled into the object store), or None.
+        artifact: the bytes of a compiled engine artifact, or None.
+        suffix: the artifact's file suffix (``.pt2``, ``.ts``, ``.onnx``...).
+        device: ``"cpu"`` or ``"cuda"``.
+        settings: detector attributes set on the driver (refinement, mask threshold,
+            pre-processing) applied after loading.
+    """
+
+    detector: Detector | None
+    artifact: bytes | None
+    suffix: str
+    device: str
+    settings: dict[str, Any]
+
+    def build(self) -> Detector:
+        """The detector (an engine artifact is written to a private temporary file first)."""
+        from cendetect.detector import Detector
+
+        if self.detector is not None:
+            det = self.detector
+        else:
+            assert self.artifact is not None
+            fd, name = tempfile.mkstemp(prefix="cendetect-ray-", suffix=self.suffix)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.artifact)
+            det = Detector.from_engine(name, device=self.device)
+        for key, value in self.settings.items():
+            setattr(det, key, value)
+        return det
+
+
+def blueprint(detector: Detector) -> DetectorBlueprint:
+    """A :class:`DetectorBlueprint` of ``detector`` (an engine's artifact read once, here)."""
+    from cendetect.engine.runners import EngineRunner
+
+    settings = {
+        "refine": detector.refine,
+        "mask_threshold": detector.mask_threshold,
+        "preprocess_cfg": detector.preprocess_cfg,
+    }
+    device = detector.device.type
+    if isinstance(detector.model, EngineRunner):
+        path = Path(detector.model.path)
+        return DetectorBlueprint(None, path.read_bytes(), path.suffix, device, settings)
+    return DetectorBlueprint(detector, None, "", device, settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages (run in Ray workers; module-level so that they pickle by reference).
+
+_EMPTY = np.zeros((0, 0, 3), np.uint8)
+
+
+def _decode(row: dict[str, Any], max_pixels: int | None) -> dict[str, Any]:
+    from cendetect.io.decode import read_image_file
+
+    try:
+        image = read_image_file(Path(row["source"]), max_pixels)
+    except Exception as exc:  # noqa: BLE001 - a bad input is one line of the summary
+        return {**row, "pixels": _EMPTY, "error": str(getattr(exc, "reason", exc))}
+    return {**row, "pixels": image, "error": ""}
+
+
+class _Detect:
+    """The model actor: one detector, built when the actor starts."""
+
+    def __init__(self, holder: list[Any], threads: int) -> None:
+        import ray
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.detector = ray.get(holder[0]).build()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["source"])
+        dets: list[bytes] = [b""] * n
+        errors = [str(e) for e in batch["error"]]
+        live = [i for i in range(n) if not errors[i]]
+        images = [np.asarray(batch["pixels"][i]) for i in live]
+        results: list[Any] = []
+        if images:
+            try:
+                results = self.detector.predict(images)
+            except Exception:  # noqa: BLE001 - retried image by image: one bad image fails alone
+                results = []
+                for image in images:
+                    try:
+                        results.append(self.detector.predict([image])[0])
+                    except Exception as exc:  # noqa: BLE001
+                        results.append(f"inference failed: {type(exc).__name__}: {exc}")
+        for i, res in zip(live, results, strict=True):
+            if isinstance(res, str):
+                errors[i] = res
+            else:
+                dets[i] = pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL)
+        out = dict(batch)
+        out["det"] = np.array(dets, dtype=object)
+        out["error"] = np.array(errors, dtype=object)
+        return out
+
+
+def _write(row: dict[str, Any], opts: OutputOptions, output_root: str) -> dict[str, Any]:
+    out = {"i": row["i"], "error": row["error"], "det": b"", "written": b""}
+    if row["error"]:
+        return out
+    det = select(pickle.loads(row["det"]), opts.confidence, opts.classes)
+    job = _job(row)
+    try:
+        pixels = np.array(row["pixels"])  # a writable copy: the green fill is drawn in place
+        written = write_outputs(job, pixels, det, opts, Path(output_root))
+    except Exception as exc:  # noqa: BLE001 - reported; the run goes on
+        return {**out, "error": f"cannot write the outputs: {exc}"}
+    return {**out, "det": pickle.dumps(det), "written": pickle.dumps(written)}
+
+
+def _job(row: dict[str, Any]) -> Job:
+    return Job(Path(row["source"]), row["name"], Path(row["image"]), row["flat"] or None)
+
+
+def _row(i: int, job: Job) -> dict[str, Any]:
+    return {
+        "i": i,
+        "source": str(job.source),
+        "name": job.name,
+        "image": str(job.image),
+        "flat": job.flat or "",
+    }
+
+
+def _detect_stage(
+    ds: ray.data.Dataset, detector: Detector, options: RayOptions
+) -> ray.data.Dataset:
+    ray = _ray()
+    holder = [ray.put(blueprint(detector))]  # one copy in the object store, for every actor
+    lo, hi = options.actors
+    threads = max(1, int(options.cpus_per_actor))
+    return ds.map_batches(
+        _Detect,
+        fn_constructor_args=(holder, threads),
+        batch_size=options.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+        num_cpus=options.cpus_per_actor,
+        num_gpus=options.gpus_per_actor,
+        # a dead actor is restarted and its batch retried, as often as it takes
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points.
+
+
+def detect_dataset(
+    ds: ray.data.Dataset,
+    detector: Detector,
+    *,
+    actors: tuple[int, int] = (1, 1),
+    cpus_per_actor: float = 1.0,
+    gpus_per_actor: float = 0.0,
+    batch_size: int = 1,
+    image_column: str = "image",
+) -> ray.data.Dataset:
+    """Detections for a Ray Dataset of images, for pipelines that already use Ray.
+
+    Args:
+        ds: rows with ``image_column``: a BGR uint8 ``[H, W, 3]`` array.
+        detector: the model; its blueprint goes to the object store once and each actor of
+            the pool builds its own copy.
+        actors, cpus_per_actor, gpus_per_actor, batch_size: see :class:`RayOptions`.
+    Returns:
+        The rows with ``image_column`` replaced by ``detections``: a pickled
+        :class:`~cendetect.engine.postprocess.Detections` (``pickle.loads`` gives boxes
+        ``[N, 4]`` in the image's pixels, x0 y0 x1 y1, scores, labels and masks), and ``error``
+        (empty, or why the row has no detections).
+    """
+
+    def to_row(row: dict[str, Any]) -> dict[str, Any]:
+        pixels = np.asarray(row.pop(image_column))
+        ok = pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
+        err = "" if ok else f"not a BGR uint8 [H, W, 3] image: {pixels.dtype} {pixels.shape}"
+        return {**row, "source": "", "pixels": pixels if ok else _EMPTY, "error": err}
+
+    options = RayOptions(None, actors, cpus_per_actor, gpus_per_actor, batch_size)
+    out = _detect_stage(ds.map(to_row, num_cpus=0), detector, options)
+    return out.map(_detections_row, num_cpus=0)
+
+
+def _detections_row(row: dict[str, Any]) -> dict[str, Any]:
+    rest = {k: v for k, v in row.items() if k not in ("pixels", "source", "det")}
+    return {**rest, "detections": row["det"]}
+
+
+def run_images_ray(
+    detector: Detector,
+    jobs: Sequence[Job],
+    opts: OutputOptions,
+    output_root: Path,
+    options: RayOptions,
+    *,
+    overwrite: bool = False,
+    max_pixels: int | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Summary:
+    """``cendetect run``'s image jobs on a Ray cluster (module docstring); the same outputs,
+    skips and summary as :func:`cendetect.flow.images.run_images`."""
+    ray = _ray()
+    t0 = time.perf_counter()
+    plan = pending(jobs, opts, output_root, detector.class_names, overwrite)
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=options.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; one clear message
+            where = options.address or "a local cluster"
+            raise RayUnavailable(f"cannot start or join {where}: {exc}") from None
+        started = True
+    try:
+        if plan.todo:
+            for row in _results(plan.todo, detector, opts, output_root, options, max_pixels):
+                job = plan.todo[row["i"]]
+                if row["error"]:
+                    plan.summary.failed.append((str(job.source), row["error"]))
+                    line = f"{job.source}: {row['error']}"
+                    (report or (lambda m: print(f"cendetect: {m}", file=sys.stderr)))(line)
+                    continue
+                plan.record(job, pickle.loads(row["det"]), pickle.loads(row["written"]))
+        plan.finish()
+    finally:
+        if started:
+            ray.shutdown()
+    plan.summary.seconds = time.perf_counter() - t0
+    return plan.summary
+
+
+def _results(
+    todo: Sequence[Job],
+    detector: Detector,
+    opts: OutputOptions,
+    output_root: Path,
+    options: RayOptions,
+    max_pixels: int | None,
+) -> Iterator[dict[str, Any]]:
+    ray = _ray()
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # coco.json and the ledger keep input order
+    ctx.enable_progress_bars = False
+    ds = ray.data.from_items([_row(i, job) for i, job in enumerate(todo)])
+    io = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=max(1, options.io_tasks))}
+    ds = ds.map(_decode, fn_kwargs={"max_pixels": max_pixels}, **io)
+    ds = _detect_stage(ds, detector, options)
+    ds = ds.map(_write, fn_kwargs={"opts": opts, "output_root": str(output_root)}, **io)
+    yield from ds.iter_rows()
+
+
+def parse_actors(text: str) -> tuple[int, int]:
+    """``"2"`` -> (2, 2); ``"1-4"`` -> (1, 4) (an autoscaling range)."""
+    lo, _, hi = text.partition("-")
+    a, b = int(lo), int(hi or lo)
+    if a < 1 or b < a:
+        raise ValueError(f"--actors {text}: give N >= 1 or a range LO-HI with 1 <= LO <= HI")
+    return a, b
