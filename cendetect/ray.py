@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +50,8 @@ __all__ = [
     "RayUnavailable",
     "blueprint",
     "detect_dataset",
+    "discover_uri",
+    "is_storage_uri",
     "run_images_ray",
 ]
 
@@ -156,10 +158,13 @@ _EMPTY = np.zeros((0, 0, 3), np.uint8)
 
 
 def _decode(row: dict[str, Any], max_pixels: int | None) -> dict[str, Any]:
-    from cendetect.io.decode import read_image_file
+    from cendetect.io.decode import decode_image, read_image_file
 
     try:
-        image = read_image_file(Path(row["source"]), max_pixels)
+        if row["uri"]:
+            image = decode_image(_read_uri(row["uri"]), row["uri"], max_pixels)
+        else:
+            image = read_image_file(Path(row["source"]), max_pixels)
     except Exception as exc:  # noqa: BLE001 - a bad input is one line of the summary
         return {**row, "pixels": _EMPTY, "error": str(getattr(exc, "reason", exc))}
     return {**row, "pixels": image, "error": ""}
@@ -218,17 +223,70 @@ def _write(row: dict[str, Any], opts: OutputOptions, output_root: str) -> dict[s
 
 
 def _job(row: dict[str, Any]) -> Job:
-    return Job(Path(row["source"]), row["name"], Path(row["image"]), row["flat"] or None)
+    flat, uri = row["flat"] or None, row["uri"] or None
+    return Job(Path(row["source"]), row["name"], Path(row["image"]), flat, uri)
 
 
 def _row(i: int, job: Job) -> dict[str, Any]:
     return {
         "i": i,
         "source": str(job.source),
+        "uri": job.uri or "",
         "name": job.name,
         "image": str(job.image),
         "flat": job.flat or "",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage URIs (pyarrow filesystems, which Ray Data reads through).
+
+#: URI schemes read through pyarrow's filesystems (``file://`` is the local one)
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
+
+
+def is_storage_uri(text: str) -> bool:
+    """``s3://bucket/folder``, ``gs://...``, ``file:///abs/path`` and the like."""
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.lower() in STORAGE_SCHEMES
+
+
+def _read_uri(uri: str) -> bytes:
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    with filesystem.open_input_stream(path) as stream:
+        return bytes(stream.read())
+
+
+def discover_uri(uri: str, extensions: Sequence[str] | None = None) -> dict[str, PurePosixPath]:
+    """The image files under a storage URI (recursively, sorted, hidden names skipped), each
+    with its path relative to the URI: ``{file_uri: relative_path}``.
+
+    Raises:
+        FileNotFoundError: nothing is at the URI.
+    """
+    from pyarrow import fs
+
+    from cendetect.io.discovery import IMAGE_EXTENSIONS
+
+    exts = {e.lower() for e in (extensions or IMAGE_EXTENSIONS)}
+    filesystem, root = fs.FileSystem.from_uri(uri)
+    info = filesystem.get_file_info(root)
+    scheme = uri.partition("://")[0]
+    prefix = f"{scheme}://" + ("" if scheme != "file" or root.startswith("/") else "/")
+    if info.type == fs.FileType.File:
+        return {f"{prefix}{root}": PurePosixPath(PurePosixPath(root).name)}
+    if info.type != fs.FileType.Directory:
+        raise FileNotFoundError(f"{uri}: nothing there")
+    found: dict[str, PurePosixPath] = {}
+    for entry in filesystem.get_file_info(fs.FileSelector(root, recursive=True)):
+        rel = PurePosixPath(entry.path).relative_to(PurePosixPath(root))
+        if entry.type != fs.FileType.File or any(p.startswith(".") for p in rel.parts):
+            continue
+        if rel.suffix.lower() in exts:
+            found[f"{prefix}{entry.path}"] = rel
+    return dict(sorted(found.items(), key=lambda kv: kv[1].parts))  # local runs' order
 
 
 def _detect_stage(
@@ -330,8 +388,8 @@ def run_images_ray(
             for row in _results(plan.todo, detector, opts, output_root, options, max_pixels):
                 job = plan.todo[row["i"]]
                 if row["error"]:
-                    plan.summary.failed.append((str(job.source), row["error"]))
-                    line = f"{job.source}: {row['error']}"
+                    plan.summary.failed.append((job.where, row["error"]))
+                    line = f"{job.where}: {row['error']}"
                     (report or (lambda m: print(f"cendetect: {m}", file=sys.stderr)))(line)
                     continue
                 plan.record(job, pickle.loads(row["det"]), pickle.loads(row["written"]))

@@ -191,6 +191,47 @@ def _run_ray(args: argparse.Namespace, detector, jobs, opts, batch_size: int):  
         raise CliError(f"--ray {args.ray}: {exc}") from None
 
 
+def _run_uri(args: argparse.Namespace, uri: str) -> int:
+    """``--input_path`` is a storage URI (s3://, gs://, file://...): read through Ray."""
+    from cendetect.flow.images import Job, OutputOptions
+    from cendetect.io.discovery import outputs_for_names
+
+    if args.ray is None:
+        raise CliError(
+            f"--input_path {uri}: storage URIs are read through Ray's filesystems (pyarrow); "
+            "add --ray"
+        )
+    if args.layout != "tree":
+        raise CliError(f"--input_path {uri}: --layout {args.layout} takes a local folder")
+    try:
+        from cendetect.ray import discover_uri
+
+        found = discover_uri(uri)
+    except ImportError:
+        raise CliError("--ray needs Ray: pip install 'cendetect[ray]'") from None
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise CliError(f"--input_path {uri}: {exc}") from None
+    detector = load_detector(args)
+    if args.classes:
+        unknown = [c for c in args.classes if c not in detector.class_names]
+        if unknown:
+            raise CliError(f"--classes: unknown class {unknown[0]!r}")
+    outputs = outputs_for_names({u: Path(rel) for u, rel in found.items()}, args.output_path)
+    jobs = [Job(Path(rel), rel.as_posix(), outputs[u], None, u) for u, rel in found.items()]
+    args.output_path.mkdir(parents=True, exist_ok=True)
+    opts = OutputOptions(
+        mode=args.mode, dilate=args.dilate, confidence=args.confidence, classes=args.classes,
+        save_json=args.save_json, save_csv=args.save_csv, shapes=shape_options(args),
+        output_mask_image=args.output_mask_image,
+    )  # fmt: skip
+    batch_size = args.batch_size or (4 if detector.device.type == "cuda" else 1)
+    summary = _run_ray(args, detector, jobs, opts, batch_size)
+    if not jobs:
+        say(f"{uri}: no images found")
+    print(f"cendetect: {summary.line()}", flush=True)
+    return 1 if summary.failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit status."""
     from cendetect.flow.images import (
@@ -210,6 +251,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.input_path.exists() and is_live_source(raw_input):
         return _run_live(args, raw_input)
+    from cendetect.ray import is_storage_uri
+
+    if is_storage_uri(raw_input):
+        return _run_uri(args, raw_input)
     if args.workers < 0:
         raise CliError(f"--workers {args.workers}: must be >= 0")
     if args.batch_size is not None and args.batch_size < 1:

@@ -101,12 +101,21 @@ class Job:
         name: its path relative to the input root (``file_name`` in COCO, ``file`` in CSV).
         image: the output image path; ``opex`` and ``csv`` are derived from it.
         flat: the file name in the deepcreampy layout's flat folders (None in the tree layout).
+        uri: where to read the input when it is not a local file (a storage URI such as
+            ``s3://bucket/a.jpg``; ``cendetect run --ray``); ``source`` is then its path
+            relative to the input root.
     """
 
     source: Path
     name: str
     image: Path
     flat: str | None = None
+    uri: str | None = None
+
+    @property
+    def where(self) -> str:
+        """The input as the user named it (the URI, else the path), for messages."""
+        return self.uri or str(self.source)
 
     @property
     def opex(self) -> Path:

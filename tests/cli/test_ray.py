@@ -213,3 +213,33 @@ def test_detect_dataset_python_api(cluster: str) -> None:
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert res.returncode == 0 and f"ok {len(SAMPLES)}" in res.stdout, res.stderr[-3000:]
+
+
+def test_list_file_and_storage_uri_inputs(cluster: str, tmp_path: Path) -> None:
+    """A list file (local and on Ray) and a ``file://`` URI read through pyarrow's filesystem
+    (the way ``s3://`` and ``gs://`` inputs are read) give a local folder run's outputs."""
+    src = _tree(tmp_path)
+    (src / "sub" / "broken.jpg").unlink()
+    folder = _cli("--input_path", str(src), "--output_path", str(tmp_path / "folder"),
+                  "--save-json", "coco")  # fmt: skip
+    assert folder.returncode == 0, folder.stderr[-2000:]
+    on_uri = _cli("--input_path", src.as_uri(), "--output_path", str(tmp_path / "uri"),
+                  "--save-json", "coco", "--ray", cluster)  # fmt: skip
+    assert on_uri.returncode == 0, on_uri.stdout[-2000:] + on_uri.stderr[-3000:]
+    _same_trees(tmp_path / "folder", tmp_path / "uri")
+    no_ray = _cli("--input_path", src.as_uri(), "--output_path", str(tmp_path / "x"))
+    assert no_ray.returncode == 2 and "add --ray" in no_ray.stderr
+    listing = src / "inputs.txt"
+    first = sorted(src.glob("*.jpg"))[0]
+    listing.write_text(f"# two entries and a missing one\nsub\n{first.name}\n\nnot_there.jpg\n")
+    local = _cli("--input_path", str(listing), "--output_path", str(tmp_path / "list_local"))
+    on_ray = _cli("--input_path", str(listing), "--output_path", str(tmp_path / "list_ray"),
+                  "--ray", cluster)  # fmt: skip
+    for res in (local, on_ray):
+        assert res.returncode == 1, res.stderr[-2000:]  # the missing entry
+        assert "not_there.jpg" in res.stderr and "line 5" in res.stderr
+    want = sorted(
+        [f"sub/{p.stem}.png" for p in (src / "sub").glob("*.jpg")] + [f"{first.stem}.png"]
+    )
+    assert _files(tmp_path / "list_local") == want
+    _same_trees(tmp_path / "list_local", tmp_path / "list_ray")
