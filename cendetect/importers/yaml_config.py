@@ -473,18 +473,6 @@ def _number_list(path: str, key: str, value: Any, n: int | None = None) -> tuple
     return tuple(float(v) for v in value)
 
 
-def _int(path: str, key: str, value: Any, low: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise _fail(path, key, value, f"expected an integer >= {low}")
-    return value
-
-
-def _prob(path: str, key: str, value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-        raise _fail(path, key, value, "expected a number in [0, 1]")
-    return float(value)
-
-
 class _Values:
     """Typed reads of the effective keys, each error naming the file and the key."""
 
@@ -495,10 +483,16 @@ class _Values:
         return self.values[key]
 
     def int(self, key: str, low: int = 0) -> int:
-        return _int(self.path, key, self.values[key], low)
+        value = self.values[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise _fail(self.path, key, value, f"expected an integer >= {low}")
+        return value
 
     def prob(self, key: str) -> float:
-        return _prob(self.path, key, self.values[key])
+        value = self.values[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise _fail(self.path, key, value, "expected a number in [0, 1]")
+        return float(value)
 
     def nums(self, key: str, n: int | None = None) -> tuple[float, ...]:
         return _number_list(self.path, key, self.values[key], n)
