@@ -24,6 +24,7 @@ Ray is an optional extra: ``pip install 'cendetect[ray]'``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sys
@@ -52,6 +53,7 @@ __all__ = [
     "detect_dataset",
     "discover_uri",
     "is_storage_uri",
+    "run_folder_ray",
     "run_images_ray",
 ]
 
@@ -160,6 +162,8 @@ _EMPTY = np.zeros((0, 0, 3), np.uint8)
 def _decode(row: dict[str, Any], max_pixels: int | None) -> dict[str, Any]:
     from cendetect.io.decode import decode_image, read_image_file
 
+    if row["skip"] or row["error"]:  # done already, or a folder that could not be listed
+        return {**row, "pixels": _EMPTY}
     try:
         if row["uri"]:
             image = decode_image(_read_uri(row["uri"]), row["uri"], max_pixels)
@@ -184,7 +188,7 @@ class _Detect:
         n = len(batch["source"])
         dets: list[bytes] = [b""] * n
         errors = [str(e) for e in batch["error"]]
-        live = [i for i in range(n) if not errors[i]]
+        live = [i for i in range(n) if not errors[i] and not batch["skip"][i]]
         images = [np.asarray(batch["pixels"][i]) for i in live]
         results: list[Any] = []
         if images:
@@ -209,8 +213,9 @@ class _Detect:
 
 
 def _write(row: dict[str, Any], opts: OutputOptions, output_root: str) -> dict[str, Any]:
-    out = {"i": row["i"], "error": row["error"], "det": b"", "written": b""}
-    if row["error"]:
+    out = {"i": row["i"], "name": row["name"], "source": row["source"], "skip": row["skip"],
+           "error": row["error"], "det": b"", "written": b""}  # fmt: skip
+    if row["error"] or row["skip"]:
         return out
     det = select(pickle.loads(row["det"]), opts.confidence, opts.classes)
     job = _job(row)
@@ -235,6 +240,8 @@ def _row(i: int, job: Job) -> dict[str, Any]:
         "name": job.name,
         "image": str(job.image),
         "flat": job.flat or "",
+        "skip": False,
+        "error": "",
     }
 
 
@@ -342,7 +349,8 @@ def detect_dataset(
         pixels = np.asarray(row.pop(image_column))
         ok = pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
         err = "" if ok else f"not a BGR uint8 [H, W, 3] image: {pixels.dtype} {pixels.shape}"
-        return {**row, "source": "", "pixels": pixels if ok else _EMPTY, "error": err}
+        pixels = pixels if ok else _EMPTY
+        return {**row, "source": "", "skip": False, "pixels": pixels, "error": err}
 
     options = RayOptions(None, actors, cpus_per_actor, gpus_per_actor, batch_size)
     out = _detect_stage(ds.map(to_row, num_cpus=0), detector, options)
@@ -350,7 +358,7 @@ def detect_dataset(
 
 
 def _detections_row(row: dict[str, Any]) -> dict[str, Any]:
-    rest = {k: v for k, v in row.items() if k not in ("pixels", "source", "det")}
+    rest = {k: v for k, v in row.items() if k not in ("pixels", "source", "det", "skip")}
     return {**rest, "detections": row["det"]}
 
 
@@ -370,6 +378,26 @@ def run_images_ray(
     ray = _ray()
     t0 = time.perf_counter()
     plan = pending(jobs, opts, output_root, detector.class_names, overwrite)
+    with _cluster(options):
+        if plan.todo:
+            rows = ray.data.from_items([_row(i, job) for i, job in enumerate(plan.todo)])
+            for row in _results(rows, detector, opts, output_root, options, max_pixels):
+                job = plan.todo[row["i"]]
+                if row["error"]:
+                    plan.summary.failed.append((job.where, row["error"]))
+                    _report(report, f"{job.where}: {row['error']}")
+                    continue
+                plan.record(job, pickle.loads(row["det"]), pickle.loads(row["written"]))
+        plan.finish()
+    plan.summary.seconds = time.perf_counter() - t0
+    return plan.summary
+
+
+@contextlib.contextmanager
+def _cluster(options: RayOptions) -> Iterator[None]:
+    """Ray initialised for the block (started or joined here and shut down after, unless the
+    caller had already initialised it), with the Data settings of a cendetect run."""
+    ray = _ray()
     started = False
     if not ray.is_initialized():
         try:
@@ -383,37 +411,34 @@ def run_images_ray(
             where = options.address or "a local cluster"
             raise RayUnavailable(f"cannot start or join {where}: {exc}") from None
         started = True
+    _data_context()
     try:
-        if plan.todo:
-            for row in _results(plan.todo, detector, opts, output_root, options, max_pixels):
-                job = plan.todo[row["i"]]
-                if row["error"]:
-                    plan.summary.failed.append((job.where, row["error"]))
-                    line = f"{job.where}: {row['error']}"
-                    (report or (lambda m: print(f"cendetect: {m}", file=sys.stderr)))(line)
-                    continue
-                plan.record(job, pickle.loads(row["det"]), pickle.loads(row["written"]))
-        plan.finish()
+        yield
     finally:
         if started:
             ray.shutdown()
-    plan.summary.seconds = time.perf_counter() - t0
-    return plan.summary
+
+
+def _report(report: Callable[[str], None] | None, line: str) -> None:
+    (report or (lambda m: print(f"cendetect: {m}", file=sys.stderr)))(line)
+
+
+def _data_context() -> None:
+    ctx = _ray().data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # coco.json and the ledger keep input order
+    ctx.enable_progress_bars = False
 
 
 def _results(
-    todo: Sequence[Job],
+    ds: ray.data.Dataset,
     detector: Detector,
     opts: OutputOptions,
     output_root: Path,
     options: RayOptions,
     max_pixels: int | None,
 ) -> Iterator[dict[str, Any]]:
+    """The write stage's rows for a dataset of input rows (:func:`_row`), in input order."""
     ray = _ray()
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # coco.json and the ledger keep input order
-    ctx.enable_progress_bars = False
-    ds = ray.data.from_items([_row(i, job) for i, job in enumerate(todo)])
     io = {"num_cpus": 0, "compute": ray.data.TaskPoolStrategy(size=max(1, options.io_tasks))}
     ds = ds.map(_decode, fn_kwargs={"max_pixels": max_pixels}, **io)
     ds = _detect_stage(ds, detector, options)
@@ -428,3 +453,150 @@ def parse_actors(text: str) -> tuple[int, int]:
     if a < 1 or b < a:
         raise ValueError(f"--actors {text}: give N >= 1 or a range LO-HI with 1 <= LO <= HI")
     return a, b
+
+
+# ---------------------------------------------------------------------------------------------
+# A local folder, listed where it is read (not on the driver).
+
+
+def _walk(
+    folder: Path, root: Path, output_root: Path, exts: frozenset[str]
+) -> Iterator[tuple[Path, str, Path] | tuple[Path, str, None]]:
+    """``(input, name, output)`` for the images under ``folder`` in ``sorted(paths)`` order
+    (:func:`cendetect.io.discovery.discover_inputs`' order and rules), one folder's listing in
+    memory at a time; a folder that cannot be listed gives ``(folder, reason, None)``."""
+    from cendetect.io.discovery import outputs_for_names
+
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        yield folder, f"cannot list the folder: {exc.strerror or exc}", None
+        return
+    files = {
+        Path(e.path): Path(e.path).relative_to(root)
+        for e in entries
+        if e.is_file() and Path(e.name).suffix.lower() in exts
+    }
+    outputs = outputs_for_names(files, output_root)  # the clash rule needs this folder only
+    for e in entries:
+        path = Path(e.path)
+        if path in files:
+            yield path, files[path].as_posix(), outputs[path]
+        elif e.is_dir():
+            yield from _walk(path, root, output_root, exts)
+
+
+class _FolderSource:
+    """A Ray Data datasource: the images of a local folder tree as rows (:func:`_row`), listed
+    by the read task itself, in input order, with the "already done" check made there too, so
+    that the driver never holds the list of inputs."""
+
+    def __init__(
+        self,
+        root: Path,
+        output_root: Path,
+        opts: OutputOptions,
+        overwrite: bool,
+        coco_names: frozenset[str] | None,
+        block_rows: int = 256,
+    ) -> None:
+        self.root, self.output_root, self.opts = root, output_root, opts
+        self.overwrite, self.coco_names, self.block_rows = overwrite, coco_names, block_rows
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        from cendetect.io.discovery import IMAGE_EXTENSIONS
+
+        exts = frozenset(e.lower() for e in IMAGE_EXTENSIONS)
+        for i, (path, name, out) in enumerate(_walk(self.root, self.root, self.output_root, exts)):
+            if out is None:  # a folder that could not be listed
+                row = _row(i, Job(path, path.name, path))
+                yield {**row, "error": name}
+                continue
+            job = Job(path, name, out)
+            done = not self.overwrite and all(p.is_file() for p in job.outputs(self.opts))
+            if done and self.coco_names is not None and name not in self.coco_names:
+                done = False  # its outputs exist but coco.json lacks it: redo
+            yield {**_row(i, job), "skip": done}
+
+    def blocks(self) -> Iterator[Any]:
+        import pandas as pd
+
+        block: list[dict[str, Any]] = []
+        for row in self.rows():
+            block.append(row)
+            if len(block) >= self.block_rows:
+                yield pd.DataFrame(block)
+                block = []
+        if block:
+            yield pd.DataFrame(block)
+
+    def dataset(self) -> ray.data.Dataset:
+        ray = _ray()
+        from ray.data import Datasource, ReadTask
+        from ray.data.block import BlockMetadata
+
+        source = self
+
+        class _Source(Datasource):
+            def estimate_inmemory_data_size(self) -> int | None:
+                return None
+
+            def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
+                meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None)
+                return [ReadTask(source.blocks, meta)]
+
+        # no CPU reserved, like the other I/O stages: actors may hold every CPU of the cluster
+        return ray.data.read_datasource(_Source(), override_num_blocks=1, num_cpus=0)
+
+
+def run_folder_ray(
+    detector: Detector,
+    root: Path,
+    opts: OutputOptions,
+    output_root: Path,
+    options: RayOptions,
+    *,
+    overwrite: bool = False,
+    max_pixels: int | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Summary:
+    """The images of a local folder tree on a Ray cluster, listed by a read task as they are
+    processed (the tree layout; outputs, skips and summary as :func:`run_images_ray`)."""
+    from cendetect.flow.images import COCO_FILE
+    from cendetect.io.coco import CocoWriter, coco_file_names
+
+    t0 = time.perf_counter()
+    summary = Summary()
+    coco_path = output_root / COCO_FILE
+    coco_names = None
+    if opts.save_json == "coco":
+        coco_names = coco_file_names(coco_path)
+    new = CocoWriter(detector.class_names) if opts.save_json == "coco" else None
+    done: set[str] = set()
+    touched = 0  # inputs not skipped (processed or failed)
+    with _cluster(options):
+        source = _FolderSource(root, output_root, opts, overwrite, coco_names)
+        for row in _results(source.dataset(), detector, opts, output_root, options, max_pixels):
+            if row["skip"]:
+                summary.skip("already done")
+                done.add(row["name"])
+                continue
+            touched += 1
+            if row["error"]:
+                summary.failed.append((row["source"], row["error"]))
+                _report(report, f"{row['source']}: {row['error']}")
+            else:
+                if new is not None:
+                    new.add(row["name"], pickle.loads(row["det"]))
+                summary.processed += 1
+    if new is not None and (touched or not coco_path.exists()):
+        coco = CocoWriter(detector.class_names, previous=coco_path, keep=done)
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for a in new.annotations:
+            by_image.setdefault(a["image_id"], []).append(a)
+        for im in new.images:  # after the carried-over entries, in input order
+            coco.extend(im, by_image.get(im["id"], []))
+        coco.write(coco_path)
+    summary.seconds = time.perf_counter() - t0
+    return summary

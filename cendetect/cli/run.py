@@ -165,11 +165,18 @@ def _run_live(args: argparse.Namespace, source: str) -> int:
 
 
 def _run_ray(args: argparse.Namespace, detector, jobs, opts, batch_size: int):  # noqa: ANN001
-    """The image jobs on Ray (cendetect/ray.py)."""
+    """The image jobs on Ray (cendetect/ray.py); ``jobs`` None: the images of the folder
+    ``--input_path``, listed on Ray."""
     try:
         import ray  # noqa: F401
 
-        from cendetect.ray import RayOptions, RayUnavailable, parse_actors, run_images_ray
+        from cendetect.ray import (
+            RayOptions,
+            RayUnavailable,
+            parse_actors,
+            run_folder_ray,
+            run_images_ray,
+        )
     except ImportError:
         raise CliError("--ray needs Ray: pip install 'cendetect[ray]'") from None
     try:
@@ -183,6 +190,11 @@ def _run_ray(args: argparse.Namespace, detector, jobs, opts, batch_size: int):  
         address, actors, args.cpus_per_actor, args.gpus_per_actor, batch_size, args.workers
     )
     try:
+        if jobs is None:  # the folder of --input_path, listed on Ray
+            return run_folder_ray(
+                detector, args.input_path, opts, args.output_path, options,
+                overwrite=args.overwrite, max_pixels=args.max_pixels, report=say,
+            )  # fmt: skip
         return run_images_ray(
             detector, jobs, opts, args.output_path, options, overwrite=args.overwrite,
             max_pixels=args.max_pixels, report=say,
@@ -241,7 +253,13 @@ def run(args: argparse.Namespace) -> int:
         plan_jobs,
         run_images,
     )
-    from cendetect.io.discovery import discover_inputs, is_video, output_paths
+    from cendetect.io.discovery import (
+        IMAGE_EXTENSIONS,
+        VIDEO_EXTENSIONS,
+        discover_inputs,
+        is_video,
+        output_paths,
+    )
 
     raw_input = str(args.input_path)
     args.input_path = Path(raw_input)
@@ -263,8 +281,15 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--streams {args.streams}: must be >= 1")
     shapes = shape_options(args)
     listing_errors: list[tuple[str, str]] = []
+    # on Ray, a folder's images are listed by a Ray task as they are processed (cendetect/ray.py
+    # run_folder_ray): the driver never holds them; only its videos are listed here
+    streamed = args.ray is not None and args.layout == "tree" and args.input_path.is_dir()
     try:
-        inputs = discover_inputs(args.input_path, errors=listing_errors)
+        inputs = discover_inputs(
+            args.input_path,
+            extensions=VIDEO_EXTENSIONS if streamed else IMAGE_EXTENSIONS | VIDEO_EXTENSIONS,
+            errors=None if streamed else listing_errors,  # on Ray, the listing task reports
+        )
     except FileNotFoundError:
         raise CliError(
             f"--input_path {args.input_path}: no such file or folder (CenDetect's default "
@@ -322,6 +347,8 @@ def run(args: argparse.Namespace) -> int:
         summary.skip("videos (the deepcreampy layout takes images)", len(videos))
         videos = []
     progress = False if args.no_progress else None
+    if streamed:
+        summary.merge(_run_ray(args, detector, None, opts, batch_size))
     if images:
         jobs = plan_jobs(images, output_paths(images, args.input_path, args.output_path),
                          args.input_path, flat)  # fmt: skip
@@ -342,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             run_videos(detector, videos, args.input_path, args.output_path, opts,
                        batch_size=batch_size, overwrite=args.overwrite, progress=progress)
         )  # fmt: skip
-    if not inputs:
+    if not inputs and not (summary.processed or summary.skipped or summary.failed):
         say(f"{args.input_path}: no images or videos found")
     print(f"cendetect: {summary.line()}", flush=True)
     if summary.failed:

@@ -41,6 +41,17 @@ def detections_to_coco(det: Detections, image_id: int) -> list[dict[str, Any]]:
     return out
 
 
+def coco_file_names(path: str | os.PathLike[str]) -> frozenset[str]:
+    """The ``file_name`` of every image of a COCO file (empty when it is missing or unreadable,
+    as :class:`CocoWriter` treats it)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return frozenset()
+    return frozenset(im.get("file_name") for im in old.get("images", []))
+
+
 class CocoWriter:
     """Collects images and their detections; :meth:`write` saves one COCO file atomically.
 
@@ -82,6 +93,11 @@ class CocoWriter:
         )
         for a in anns:
             self.annotations.append({**a, "id": len(self.annotations) + 1, "image_id": image_id})
+
+    def extend(self, image: dict[str, Any], annotations: list[dict[str, Any]]) -> None:
+        """Append an image entry of another writer with its annotations (ids renumbered)."""
+        with self._lock:
+            self._add(image["file_name"], image["width"], image["height"], annotations)
 
     def add(self, file_name: str, det: Detections) -> None:
         """Add one image (``file_name`` relative to the input root); safe from any thread."""

@@ -243,3 +243,28 @@ def test_list_file_and_storage_uri_inputs(cluster: str, tmp_path: Path) -> None:
     )
     assert _files(tmp_path / "list_local") == want
     _same_trees(tmp_path / "list_local", tmp_path / "list_ray")
+
+
+def test_folder_rows_follow_local_planning(tmp_path: Path) -> None:
+    """The rows a Ray read task lists for a folder: the same inputs, order, names and output
+    paths (the clash rule included) as a local run's planning."""
+    from cendetect.flow.images import OutputOptions, plan_jobs
+    from cendetect.io.discovery import IMAGE_EXTENSIONS, discover_inputs, output_paths
+    from cendetect.ray import _FolderSource
+
+    src = tmp_path / "in"
+    names = ["a.jpg", "a.png", "a b/x.jpg", "a/x.jpg", "a/y.webp", "b.JPG", ".hidden.jpg",
+             ".h/z.jpg", "c.txt", "a/deep/er/z.png"]  # fmt: skip
+    for n in names:
+        (src / n).parent.mkdir(parents=True, exist_ok=True)
+        (src / n).write_bytes(b"x")
+    out = tmp_path / "out"
+    inputs = discover_inputs(src, IMAGE_EXTENSIONS)
+    want = [
+        (str(j.source), j.name, str(j.image))
+        for j in plan_jobs(inputs, output_paths(inputs, src, out), src)
+    ]
+    rows = list(_FolderSource(src, out, OutputOptions(), False, None).rows())
+    assert [(r["source"], r["name"], r["image"]) for r in rows] == want
+    assert [r["i"] for r in rows] == list(range(len(want)))
+    assert not any(r["skip"] or r["error"] for r in rows)
