@@ -8,6 +8,17 @@
 #include <cstdint>
 #include <vector>
 
+// Clones of a hot loop for AVX-512, AVX2 and the x86-64 baseline, picked at load time from
+// what the CPU has (GCC on x86-64 Linux; elsewhere one portable build). Only for loops whose
+// result does not depend on the vector width: integer work, or floating-point lanes that each
+// do the scalar operations in the scalar order (the build's -ffp-contract=off forbids fused
+// multiply-adds, so every clone rounds alike).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CENDETECT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CENDETECT_SIMD_CLONES
+#endif
+
 namespace cendetect {
 namespace morph {
 

@@ -46,6 +46,18 @@ std::array<int, 3> lower_median(const uint8_t* image, int64_t stride, int64_t rx
   return out;
 }
 
+// The largest per-channel distance of each pixel of a BGR row to `colour` (integer work: every
+// clone gives the same values).
+CENDETECT_SIMD_CLONES void colour_distance_row(const uint8_t* row, int64_t w, int c0, int c1,
+                                               int c2, int16_t* out) {
+  for (int64_t x = 0; x < w; ++x) {
+    const int a = std::abs(row[3 * x] - c0);
+    const int b = std::abs(row[3 * x + 1] - c1);
+    const int c = std::abs(row[3 * x + 2] - c2);
+    out[x] = static_cast<int16_t>(std::max(a, std::max(b, c)));
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -79,11 +91,11 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
   std::array<int64_t, 256> dh{};
   for (int64_t y = 0; y < h; ++y) {
     const uint8_t* row = image + (ry0 + y) * stride + rx0 * 3;
+    int16_t* drow = d.data() + y * w;
+    colour_distance_row(row, w, colour[0], colour[1], colour[2], drow);
+    const uint8_t* crow = core.data() + y * w;
     for (int64_t x = 0; x < w; ++x) {
-      int m = 0;
-      for (int c = 0; c < 3; ++c) m = std::max(m, std::abs(row[3 * x + c] - colour[c]));
-      d[y * w + x] = static_cast<int16_t>(m);
-      if (core[y * w + x]) ++dh[m];
+      if (crow[x]) ++dh[drow[x]];
     }
   }
   const int64_t spread = morph::lower_90th(dh.data(), n_core);
@@ -103,10 +115,13 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
   cand.assign(static_cast<size_t>(pn), 0);
   outside.assign(static_cast<size_t>(n), 0);
   int64_t n_outside = 0;
+  // d is an integer in [0, 255]: d <= tol exactly when d <= floor(tol)
+  const int16_t tol_int =
+      tol >= 255.0 ? int16_t{255} : static_cast<int16_t>(std::max(-1.0, std::floor(tol)));
   for (int64_t y = 0; y < h; ++y) {
     for (int64_t x = 0; x < w; ++x) {
       const int64_t i = y * w + x;
-      const uint8_t st = in_band[i] && static_cast<double>(d[i]) <= tol;
+      const uint8_t st = in_band[i] && d[i] <= tol_int;
       strong[pad(y, x)] = st;
       cand[pad(y, x)] = st;
       outside[i] = in_band[i] && !st && !region[i];

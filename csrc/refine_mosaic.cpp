@@ -77,9 +77,14 @@ void centred(const std::vector<double>& prof, const std::vector<uint8_t>& ok,
 // kBatch frequencies at once: each frequency's chain of complex products is a long dependency
 // chain, and interleaving independent chains keeps the multipliers busy. Every lane performs
 // exactly the reference's operations in the reference's order, so the results are the same.
-constexpr int kBatch = 8;
+// 32 lanes are 4 independent chains of 8-wide AVX-512 vectors (16 of SSE2 pairs); the clones
+// below pick the widest unit the CPU has at load time. No lane ever fuses a multiply-add
+// (-ffp-contract=off, and none of the clones' targets enables FMA), so every clone rounds as
+// the reference does (CENDETECT_SIMD_CLONES, morphology.h).
+constexpr int kBatch = 32;
 
-void coefficients(const std::vector<double>& q, const double* u, int count, double* ar,
+
+CENDETECT_SIMD_CLONES void coefficients(const std::vector<double>& q, const double* u, int count, double* ar,
                   double* ai) {
   double rr[kBatch], ri[kBatch], zr[kBatch], zi[kBatch];
   for (int b = 0; b < kBatch; ++b) {
@@ -281,26 +286,45 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
   sc.n_flat.assign(n_cells, 0);
   sc.n_cov.assign(n_cells, 0);
   sc.n_all.assign(n_cells, 0);
-  // each column's cell, relative to the first: computed once, not per pixel
+  // Per column, once: its cell relative to the first and whether it lies on a seam. Columns of
+  // one cell are consecutive (the cell index never decreases along x), so each row is a few
+  // runs of columns [x0, x1) sharing a cell; the per-cell counts are made per run.
   std::vector<int64_t>& col_cell = sc.col_cell;
   col_cell.resize(static_cast<size_t>(w));
-  for (int64_t x = 0; x < w; ++x) col_cell[x] = cx[x] - cx[0];
-  std::vector<uint8_t>& seam = sc.seam;
-  seam.resize(static_cast<size_t>(n));
+  std::vector<uint8_t>& seam_x = sc.seam;  // per column here, not per pixel
+  seam_x.resize(static_cast<size_t>(w));
+  for (int64_t x = 0; x < w; ++x) {
+    col_cell[x] = cx[x] - cx[0];
+    seam_x[x] = sc.dist_x[x] < params.seam;
+  }
+  struct Run {
+    int64_t x0, x1, cell, inner;  // inner: the run's columns off the seams
+  };
+  std::vector<Run> runs;
+  for (int64_t x = 0; x < w;) {
+    Run r{x, x, col_cell[x], 0};
+    while (r.x1 < w && col_cell[r.x1] == r.cell) r.inner += !seam_x[r.x1++];
+    x = r.x1;
+    runs.push_back(r);
+  }
   std::array<int64_t, 256> hist{};
   int64_t n_judged = 0;
   for (int64_t y = 0; y < h; ++y) {
     const bool seam_y = sc.dist_y[y] < params.seam;
     const int64_t row_cell = (cy[y] - cy[0]) * ncx;
+    const int64_t i0 = y * w;
+    for (const Run& r : runs) {
+      const int64_t c = row_cell + r.cell;
+      int64_t cov = 0;
+      for (int64_t x = r.x0; x < r.x1; ++x) cov += region[i0 + x];
+      sc.n_all[c] += r.x1 - r.x0;
+      sc.n_cov[c] += cov;
+      if (!seam_y) sc.n_inner[c] += r.inner;
+    }
+    if (seam_y) continue;
     for (int64_t x = 0; x < w; ++x) {
-      const int64_t i = y * w + x;
-      const int64_t c = row_cell + col_cell[x];
-      const uint8_t sm = seam_y || sc.dist_x[x] < params.seam;
-      seam[i] = sm;
-      ++sc.n_all[c];
-      sc.n_cov[c] += region[i];
-      sc.n_inner[c] += !sm;
-      if (core[i] && !sm && big[i] >= 0) {
+      const int64_t i = i0 + x;
+      if (core[i] && !seam_x[x] && big[i] >= 0) {
         ++hist[big[i]];
         ++n_judged;
       }
@@ -311,15 +335,23 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
   if (static_cast<double>(spread) > params.max_spread) return false;
   const double tol = morph::spread_tolerance(spread, params.tol_scale, params.tol_offset,
                                              params.tol_min, params.tol_max);
+  // big is an integer in [0, 255] (or -1): big <= tol exactly when big <= floor(tol)
+  const int64_t tol_int = tol >= 255.0 ? 255 : static_cast<int64_t>(std::floor(tol));
   std::vector<uint8_t>& flat = sc.flat;
   flat.resize(static_cast<size_t>(n));
   for (int64_t y = 0; y < h; ++y) {
+    const bool seam_y = sc.dist_y[y] < params.seam;
     const int64_t row_cell = (cy[y] - cy[0]) * ncx;
+    const int64_t i0 = y * w;
     for (int64_t x = 0; x < w; ++x) {
-      const int64_t i = y * w + x;
-      const uint8_t f = big[i] >= 0 && static_cast<double>(big[i]) <= tol;
-      flat[i] = f;
-      if (!seam[i]) sc.n_flat[row_cell + col_cell[x]] += f;
+      const int16_t b = big[i0 + x];
+      flat[i0 + x] = b >= 0 && b <= tol_int;
+    }
+    if (seam_y) continue;
+    for (const Run& r : runs) {
+      int64_t nf = 0;
+      for (int64_t x = r.x0; x < r.x1; ++x) nf += flat[i0 + x] & !seam_x[x];
+      sc.n_flat[row_cell + r.cell] += nf;
     }
   }
   // each cell's verdict, once: kWhole (every pixel in), kDropped (every pixel out), kCut (the
@@ -350,26 +382,24 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
   std::vector<uint8_t>& cand = sc.cand;
   cand.assign(static_cast<size_t>(pw * (h + 2)), 0);
   for (int64_t y = 0; y < h; ++y) {
+    const bool seam_y = sc.dist_y[y] < params.seam;
     const int64_t row_cell = (cy[y] - cy[0]) * ncx;
     const int64_t i0 = y * w;
     uint8_t* crow = cand.data() + (y + 1) * pw + 1;
-    for (int64_t x = 0; x < w; ++x) {
-      const int64_t i = i0 + x;
-      uint8_t v = region[i];
-      switch (verdict[row_cell + col_cell[x]]) {
-        case kWhole:
+    for (const Run& r : runs) {
+      const uint8_t verdict_c = verdict[row_cell + r.cell];
+      for (int64_t x = r.x0; x < r.x1; ++x) {
+        const int64_t i = i0 + x;
+        uint8_t v = region[i];
+        if (verdict_c == kWhole) {
           v = 1;
-          break;
-        case kDropped:
+        } else if (verdict_c == kDropped) {
           v = 0;
-          break;
-        case kCut:
-          if (!seam[i]) v = flat[i] && region[i];
-          break;
-        default:
-          break;
+        } else if (verdict_c == kCut && !seam_y && !seam_x[x]) {
+          v = flat[i] && region[i];
+        }
+        crow[x] = (v && in_band[i]) || core[i];
       }
-      crow[x] = (v && in_band[i]) || core[i];
     }
   }
   const int64_t new_area = morph::seeded_components_filled(cand, core, h, w, out, sc);
