@@ -23,12 +23,24 @@ struct Scratch : morph::Scratch {
 std::array<int, 3> lower_median(const uint8_t* image, int64_t stride, int64_t rx0, int64_t ry0,
                                 int64_t h, int64_t w, const std::vector<uint8_t>& sel,
                                 int64_t n) {
-  std::array<std::array<int64_t, 256>, 3> hist{};
+  // four copies of each histogram, one per pixel column mod 4, summed after: on a flat colour
+  // every pixel hits the same bin, and one copy would make each increment wait for the last
+  std::array<std::array<std::array<int32_t, 256>, 3>, 4> part{};
   for (int64_t y = 0; y < h; ++y) {
     const uint8_t* row = image + (ry0 + y) * stride + rx0 * 3;
+    const uint8_t* srow = sel.data() + y * w;
     for (int64_t x = 0; x < w; ++x) {
-      if (!sel[y * w + x]) continue;
-      for (int c = 0; c < 3; ++c) ++hist[c][row[3 * x + c]];
+      if (!srow[x]) continue;
+      auto& hp = part[x & 3];
+      ++hp[0][row[3 * x]];
+      ++hp[1][row[3 * x + 1]];
+      ++hp[2][row[3 * x + 2]];
+    }
+  }
+  std::array<std::array<int64_t, 256>, 3> hist{};
+  for (int c = 0; c < 3; ++c) {
+    for (int v = 0; v < 256; ++v) {
+      hist[c][v] = int64_t{part[0][c][v]} + part[1][c][v] + part[2][c][v] + part[3][c][v];
     }
   }
   std::array<int, 3> out{};
@@ -88,15 +100,19 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
   // d: max-channel distance to the colour; its lower 90th percentile over the core
   std::vector<int16_t>& d = sc.d;
   d.resize(static_cast<size_t>(n));
-  std::array<int64_t, 256> dh{};
+  std::array<std::array<int32_t, 256>, 4> dpart{};  // four copies, as in lower_median
   for (int64_t y = 0; y < h; ++y) {
     const uint8_t* row = image + (ry0 + y) * stride + rx0 * 3;
     int16_t* drow = d.data() + y * w;
     colour_distance_row(row, w, colour[0], colour[1], colour[2], drow);
     const uint8_t* crow = core.data() + y * w;
     for (int64_t x = 0; x < w; ++x) {
-      if (crow[x]) ++dh[drow[x]];
+      if (crow[x]) ++dpart[x & 3][drow[x]];
     }
+  }
+  std::array<int64_t, 256> dh{};
+  for (int v = 0; v < 256; ++v) {
+    dh[v] = int64_t{dpart[0][v]} + dpart[1][v] + dpart[2][v] + dpart[3][v];
   }
   const int64_t spread = morph::lower_90th(dh.data(), n_core);
   if (static_cast<double>(spread) > params.max_spread) return false;

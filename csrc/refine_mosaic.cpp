@@ -307,7 +307,7 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
     x = r.x1;
     runs.push_back(r);
   }
-  std::array<int64_t, 256> hist{};
+  std::array<std::array<int32_t, 256>, 4> part{};  // four copies (refine.cpp lower_median)
   int64_t n_judged = 0;
   for (int64_t y = 0; y < h; ++y) {
     const bool seam_y = sc.dist_y[y] < params.seam;
@@ -325,10 +325,14 @@ bool refine_mosaic_one(const uint8_t* image, int64_t height, int64_t width, int6
     for (int64_t x = 0; x < w; ++x) {
       const int64_t i = i0 + x;
       if (core[i] && !seam_x[x] && big[i] >= 0) {
-        ++hist[big[i]];
+        ++part[x & 3][big[i]];
         ++n_judged;
       }
     }
+  }
+  std::array<int64_t, 256> hist{};
+  for (int v = 0; v < 256; ++v) {
+    hist[v] = int64_t{part[0][v]} + part[1][v] + part[2][v] + part[3][v];
   }
   if (n_judged < params.min_core) return false;
   const int64_t spread = morph::lower_90th(hist.data(), n_judged);
