@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from common import median_ms  # benchmarks/common.py (this script's folder is on the path)
 
 from cendetect.engine.preprocess import (
     PreprocessConfig,
@@ -29,13 +28,7 @@ from cendetect.runtime import cpu_name
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return median_ms(fn, repeats)[0]
 
 
 def _arithmetic(image: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:

@@ -20,13 +20,12 @@ the median ms per image and per instance, and the ratio reference / refine.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 import torch
+from common import median_ms  # benchmarks/common.py (this script's folder is on the path)
 
 from cendetect.data.paint import paint_bar, pixelate, snap_to_grid
 from cendetect.engine import paste_masks
@@ -82,13 +81,7 @@ def _case(size: int, n: int, seed: int, kind: str) -> tuple[np.ndarray, np.ndarr
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return median_ms(fn, repeats)[0]
 
 
 def _row(size: int, n: int, repeats: int, kind: str) -> tuple[float, float, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -138,3 +139,10 @@ def cpu_name() -> str:
     from cendetect.runtime import cpu_name as name
 
     return name()
+
+
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, Any]:
+    """Median wall time in ms of ``repeats`` calls after ``warmup`` untimed ones, and the last
+    call's result."""
+    times, _, out = time_calls(fn, warmup, repeats)
+    return statistics.median(times) * 1e3, out

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from common import median_ms  # benchmarks/common.py (this script's folder is on the path)
 
 from cendetect import Detector
 from cendetect.engine import preprocess
@@ -36,15 +35,7 @@ KITE = ROOT / "tests" / "data" / "mmdet" / "images" / "kite_1024x576.png"
 
 
 def _median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, Any]:
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), out
+    return median_ms(fn, repeats, warmup)
 
 
 def main() -> None:
