@@ -268,3 +268,26 @@ def test_folder_rows_follow_local_planning(tmp_path: Path) -> None:
     assert [(r["source"], r["name"], r["image"]) for r in rows] == want
     assert [r["i"] for r in rows] == list(range(len(want)))
     assert not any(r["skip"] or r["error"] for r in rows)
+
+
+def test_engine_artifact_is_shipped_to_the_actors(cluster: str, tmp_path: Path) -> None:
+    """``--engine FILE``: the artifact's bytes go to the object store once and each actor loads
+    its own copy; the outputs equal a local run's with the same engine."""
+    src = _tree(tmp_path)
+    (src / "sub" / "broken.jpg").unlink()
+    engine = tmp_path / "default.ts"
+    build = subprocess.run(
+        [str(Path(sys.executable).with_name("cendetect-compile")), "--engine", "torchscript",
+         "--checkpoint", str(ROOT / "cendetect" / "weights" / "mobilenet_v2_fpn.pth"),
+         "--output", str(engine)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    local = _cli("--input_path", str(src), "--output_path", str(tmp_path / "local"),
+                 "--engine", str(engine), "--save-json", "coco")  # fmt: skip
+    assert local.returncode == 0, local.stderr[-2000:]
+    on_ray = _cli("--input_path", str(src), "--output_path", str(tmp_path / "ray"),
+                  "--engine", str(engine), "--save-json", "coco", "--ray", cluster,
+                  "--actors", "2")  # fmt: skip
+    assert on_ray.returncode == 0, on_ray.stdout[-2000:] + on_ray.stderr[-3000:]
+    _same_trees(tmp_path / "local", tmp_path / "ray")
