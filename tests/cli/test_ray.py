@@ -8,6 +8,7 @@ address), as a user's first try would. Without Ray (``cendetect[ray]``, installe
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import shutil
@@ -52,21 +53,42 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The address of a local 2-CPU Ray cluster for this module."""
+    """The address of a local 2-CPU Ray cluster for this module.
+
+    ``ray start --head --block`` runs in its own session and is stopped by signalling that
+    session at the end; ``ray stop`` is not used: it stops every Ray process on the machine,
+    a user's own cluster or another test run's included."""
     temp = tmp_path_factory.mktemp("ray")
     port = _free_port()
     env = {**os.environ, **RAY_ENV}
-    start = subprocess.run(
-        [str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2",
-         "--node-ip-address=127.0.0.1",
-         "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
-        capture_output=True, text=True, env=env, timeout=180,
+    log = open(temp / "ray_start.log", "w+")  # noqa: SIM115 - read back on failure
+    head = subprocess.Popen(
+        [str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=false", f"--temp-dir={temp}",
+         "--disable-usage-stats"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
-    assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
     try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert head.poll() is None, f"ray start exited: {log.seek(0) or log.read()[-3000:]}"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the Ray head did not come up in 180 s"
+            time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        # SIGINT: the blocking `ray start` stops the cluster it started; then whatever of its
+        # session is left (SIGKILL to the session's process group)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+        log.close()
 
 
 def _tree(tmp: Path, n_copies: int = 1) -> Path:
