@@ -514,7 +514,7 @@ class _FolderSource:
                 yield {**row, "error": name}
                 continue
             job = Job(path, name, out)
-            done = not self.overwrite and all(p.is_file() for p in job.outputs(self.opts))
+            done = not self.overwrite and job.done(self.opts)
             if done and self.coco_names is not None and name not in self.coco_names:
                 done = False  # its outputs exist but coco.json lacks it: redo
             yield {**_row(i, job), "skip": done}

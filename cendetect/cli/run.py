@@ -113,6 +113,32 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _detector(args: argparse.Namespace):  # noqa: ANN202 - Detector, imported lazily
+    """The model the options name; ``--classes`` must name classes it has."""
+    detector = load_detector(args)
+    unknown = [c for c in args.classes or () if c not in detector.class_names]
+    if unknown:
+        raise CliError(
+            f"--classes: unknown class {unknown[0]!r}; this model's classes are "
+            f"{', '.join(detector.class_names)}"
+        )
+    return detector
+
+
+def _output_options(args: argparse.Namespace, shapes=None, **layout: object):  # noqa: ANN001, ANN202
+    """What to write for each input, from the output options (``shapes``: the checked
+    :func:`shape_options`, else checked here; ``layout``: the layout's fields of
+    :class:`~cendetect.flow.images.OutputOptions`)."""
+    from cendetect.flow.images import OutputOptions
+
+    return OutputOptions(
+        mode=args.mode, dilate=args.dilate, confidence=args.confidence, classes=args.classes,
+        save_json=args.save_json, save_csv=args.save_csv,
+        shapes=shape_options(args) if shapes is None else shapes,
+        output_mask_image=args.output_mask_image, **layout,
+    )  # fmt: skip
+
+
 def _deepcreampy_checks(args: argparse.Namespace, class_names: tuple[str, ...]) -> tuple[str, ...]:
     """The trees a deepcreampy run makes; refuses options that layout cannot honour."""
     from cendetect.io.deepcreampy import CLASSES
@@ -151,11 +177,7 @@ def _run_live(args: argparse.Namespace, source: str) -> int:
         )
     if args.max_frames is not None and args.max_frames < 1:
         raise CliError(f"--max-frames {args.max_frames}: must be >= 1")
-    detector = load_detector(args)
-    if args.classes:
-        unknown = [c for c in args.classes if c not in detector.class_names]
-        if unknown:
-            raise CliError(f"--classes: unknown class {unknown[0]!r}")
+    detector = _detector(args)
     opts = OutputOptions(
         mode=args.mode, dilate=args.dilate, confidence=args.confidence, classes=args.classes
     )
@@ -205,7 +227,7 @@ def _run_ray(args: argparse.Namespace, detector, jobs, opts, batch_size: int):  
 
 def _run_uri(args: argparse.Namespace, uri: str) -> int:
     """``--input_path`` is a storage URI (s3://, gs://, file://...): read through Ray."""
-    from cendetect.flow.images import Job, OutputOptions
+    from cendetect.flow.images import Job
     from cendetect.io.discovery import outputs_for_names
 
     if args.ray is None:
@@ -223,19 +245,11 @@ def _run_uri(args: argparse.Namespace, uri: str) -> int:
         raise CliError("--ray needs Ray: pip install 'cendetect[ray]'") from None
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise CliError(f"--input_path {uri}: {exc}") from None
-    detector = load_detector(args)
-    if args.classes:
-        unknown = [c for c in args.classes if c not in detector.class_names]
-        if unknown:
-            raise CliError(f"--classes: unknown class {unknown[0]!r}")
+    detector = _detector(args)
     outputs = outputs_for_names({u: Path(rel) for u, rel in found.items()}, args.output_path)
     jobs = [Job(Path(rel), rel.as_posix(), outputs[u], None, u) for u, rel in found.items()]
     args.output_path.mkdir(parents=True, exist_ok=True)
-    opts = OutputOptions(
-        mode=args.mode, dilate=args.dilate, confidence=args.confidence, classes=args.classes,
-        save_json=args.save_json, save_csv=args.save_csv, shapes=shape_options(args),
-        output_mask_image=args.output_mask_image,
-    )  # fmt: skip
+    opts = _output_options(args)
     batch_size = args.batch_size or (4 if detector.device.type == "cuda" else 1)
     summary = _run_ray(args, detector, jobs, opts, batch_size)
     if not jobs:
@@ -295,14 +309,7 @@ def run(args: argparse.Namespace) -> int:
             f"--input_path {args.input_path}: no such file or folder (CenDetect's default "
             "is a folder named 'input' in the current directory)"
         ) from None
-    detector = load_detector(args)
-    if args.classes:
-        unknown = [c for c in args.classes if c not in detector.class_names]
-        if unknown:
-            raise CliError(
-                f"--classes: unknown class {unknown[0]!r}; this model's classes are "
-                f"{', '.join(detector.class_names)}"
-            )
+    detector = _detector(args)
     layout_classes: tuple[str, ...] = ()
     if args.layout == "deepcreampy":
         layout_classes = _deepcreampy_checks(args, detector.class_names)
@@ -316,17 +323,11 @@ def run(args: argparse.Namespace) -> int:
             )
         streams = 1
     args.output_path.mkdir(parents=True, exist_ok=True)
-    opts = OutputOptions(
-        mode=args.mode,
-        dilate=args.dilate,
-        confidence=args.confidence,
-        classes=args.classes,
-        save_json=args.save_json,
-        save_csv=args.save_csv,
+    opts = _output_options(
+        args,
+        shapes,
         layout=args.layout,
         layout_classes=layout_classes or OutputOptions().layout_classes,
-        shapes=shapes,
-        output_mask_image=args.output_mask_image,
     )
     images = [p for p in inputs if not is_video(p)]
     videos = [p for p in inputs if is_video(p)]

@@ -125,6 +125,10 @@ class Job:
     def csv(self) -> Path:
         return self.image.with_name(self.image.stem + "-rois.csv")
 
+    def done(self, opts: OutputOptions) -> bool:
+        """Whether every output ``opts`` asks for exists (a re-run skips the job)."""
+        return all(p.is_file() for p in self.outputs(opts))
+
     def outputs(self, opts: OutputOptions) -> list[Path]:
         out = [self.image]
         if opts.save_json == "opex":
@@ -242,7 +246,7 @@ def pending(
         if ledger is not None and job.flat is not None:
             done = not overwrite and ledger.finished(job.flat, output_root)
         else:
-            done = not overwrite and all(p.is_file() for p in job.outputs(opts))
+            done = not overwrite and job.done(opts)
         if done:
             summary.skip("already done")
         else:
