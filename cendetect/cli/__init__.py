@@ -1,7 +1,7 @@
 """The ``cendetect`` command: ``run`` (folders, CenDetect's det.py), ``watch`` (a polled
 folder, mmdet_predict), ``redis`` (a Redis worker, mmdet_predict_redis), ``synth`` (synthetic
 training data), ``convert`` (VIA / mask PNGs to COCO, COCO validation), ``train``, ``eval``
-(COCO mAP) and ``models`` (the model table).
+(COCO mAP), ``models`` (the model table) and ``studio`` (the review web page).
 
 A command line that starts with an option is taken as ``run``, so CenDetect's
 ``det.py --input_path in --output_path out`` becomes ``cendetect --input_path in ...``.
@@ -17,12 +17,12 @@ from cendetect.cli.common import CliError, say
 
 __all__ = ["main"]
 
-COMMANDS = ("run", "watch", "redis", "synth", "train", "convert", "eval", "models")
+COMMANDS = ("run", "watch", "redis", "synth", "train", "convert", "eval", "models", "studio")
 
 
 def _parser() -> argparse.ArgumentParser:
     from cendetect import __version__
-    from cendetect.cli import convert, eval, models, redis, run, synth, train, watch
+    from cendetect.cli import convert, eval, models, redis, run, studio, synth, train, watch
 
     p = argparse.ArgumentParser(
         prog="cendetect",
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_parser(sub)
     eval.add_parser(sub)
     models.add_parser(sub)
+    studio.add_parser(sub)
     return p
 
 
