@@ -89,8 +89,35 @@ def _lower_median(values: np.ndarray) -> np.ndarray:
 
 
 def seed_bar(image: np.ndarray, x: int, y: int) -> tuple[Window, np.ndarray]:
-    """The flat-colour region under the click, refined as a bar."""
+    """The flat-colour region under the click, refined as a bar.
+
+    Grown in a 1024 px square around the click first (a very large picture is not scanned
+    whole for a small bar), then in a square twice as large while the region touches the
+    square's edge, up to the whole picture.
+    """
     h, w = image.shape[:2]
+    r = 512
+    while True:
+        x0, y0 = max(0, x - r), max(0, y - r)
+        x1, y1 = min(w, x + r), min(h, y + r)
+        window, crop = _grow_bar(image[y0:y1, x0:x1], x - x0, y - y0, (h, w))
+        gx0, gy0, gx1, gy1 = window
+        # the region reaches a side of the square that is not the picture's edge: grow on
+        touches = ((gx0 == 0 and x0 > 0) or (gy0 == 0 and y0 > 0)
+                   or (gx1 == x1 - x0 and x1 < w) or (gy1 == y1 - y0 and y1 < h))  # fmt: skip
+        if not touches:
+            break
+        r *= 2
+    window = (gx0 + x0, gy0 + y0, gx1 + x0, gy1 + y0)
+    return _refined(image, window, crop, REFINE_BAR)
+
+
+def _grow_bar(
+    image: np.ndarray, x: int, y: int, full_size: tuple[int, int]
+) -> tuple[Window, np.ndarray]:
+    """The click's flat region in ``image`` (a part of the picture); window in its pixels,
+    crop cut to it (touching ``image``'s edge where the region does)."""
+    h, w = full_size
     p = BarRefineParams()
     patch = image[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3].reshape(-1, 3).astype(np.int32)
     colour = _lower_median(patch)
@@ -98,8 +125,8 @@ def seed_bar(image: np.ndarray, x: int, y: int) -> tuple[Window, np.ndarray]:
     if spread > p.max_spread:
         raise SeedError("the colour under the click is not flat: not a bar (draw a box instead)")
     tol = min(max(p.tol_scale * spread + p.tol_offset, p.tol_min), p.tol_max)
-    dist = np.abs(image.astype(np.int16) - colour.astype(np.int16)).max(axis=2)
-    near = (dist <= tol).astype(np.uint8)
+    diff = cv2.absdiff(image, np.full_like(image, colour.astype(np.uint8)))
+    near = (diff.max(axis=2) <= tol).astype(np.uint8)
     n, labels = cv2.connectedComponents(near, connectivity=8)
     region = labels == labels[y, x]
     if not near[y, x] or n < 2:
@@ -111,8 +138,7 @@ def seed_bar(image: np.ndarray, x: int, y: int) -> tuple[Window, np.ndarray]:
         )
     ys, xs = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
     window = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
-    crop = region[window[1] : window[3], window[0] : window[2]]
-    return _refined(image, window, crop, REFINE_BAR)
+    return window, region[window[1] : window[3], window[0] : window[2]]
 
 
 def _cell_edges(n: int, period: float, phase: float) -> list[int]:

@@ -98,6 +98,8 @@ class Studio:
         self.started = 0.0
         self.rate = 0.0
         self.error = ""
+        self._images: list[tuple[tuple[str, tuple[int, int]], np.ndarray]] = []
+        self._images_lock = threading.Lock()
 
     # ---- the model -------------------------------------------------------------------
 
@@ -298,6 +300,21 @@ class Studio:
                 ],
             }  # fmt: skip
 
+    def image(self, name: str) -> np.ndarray:
+        """The decoded input (BGR uint8 ``[H, W, 3]``, read-only); the last two are kept, so
+        the edits of one picture decode it once."""
+        path = self.input_path(name)
+        key = (name, stamp_of(path))
+        with self._images_lock:
+            for k, im in self._images:
+                if k == key:
+                    return im
+        image = read_image_file(path, self.max_pixels)
+        image.flags.writeable = False
+        with self._images_lock:
+            self._images = [(key, image), *self._images[:1]]
+        return image
+
     def _cache(self, kind: str, name: str, path: Path) -> Path:
         assert self.output is not None
         size, mtime = stamp_of(path)
@@ -332,7 +349,7 @@ class Studio:
         from cendetect.studio.state import to_detections
 
         rec = self.record(name)
-        image = read_image_file(self.input_path(name), self.max_pixels)
+        image = self.image(name).copy()
         with rec.lock:
             det = to_detections(rec, self.class_names, self.threshold)
         out = det.composite(image, mode="fill", inplace=True)
@@ -466,7 +483,7 @@ class Studio:
 
     def _add(self, rec: Record, op: str, args: dict[str, Any]) -> None:
         label = self._label(args)
-        image = read_image_file(self.input_path(rec.name), self.max_pixels)
+        image = self.image(rec.name)
         try:
             if op == "seed":
                 window, crop = seed_region(image, int(args["x"]), int(args["y"]),

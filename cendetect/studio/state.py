@@ -80,10 +80,18 @@ class Instance:
     kept: bool = True
     source: str = "model"
     edited: bool = False
+    _rle: dict = field(default_factory=dict, init=False, repr=False)  #: size -> RLE (a cache)
 
     @property
     def area(self) -> int:
         return int(np.count_nonzero(self.crop))
+
+    def rle(self, size: tuple[int, int]) -> dict:
+        """COCO compressed RLE of the mask on an ``(H, W)`` picture (computed once: an
+        instance's mask never changes, an edit makes a new instance)."""
+        if size not in self._rle:
+            self._rle[size] = _rle(size, self.window, self.crop)
+        return self._rle[size]
 
     def with_mask(self, window: tuple[int, int, int, int], crop: np.ndarray) -> Instance:
         """This instance with a new mask, trimmed to its tight window (marked edited)."""
@@ -242,15 +250,33 @@ def to_detections(record: Record, class_names: tuple[str, ...], threshold: float
 
 
 def _rle(size: tuple[int, int], window: tuple[int, int, int, int], crop: np.ndarray) -> dict:
+    """COCO compressed RLE of the full-size mask, from the crop alone: the column-major runs
+    are counted over the window's columns only (an 8000 x 8000 picture never gets a full-size
+    bitmap per instance), then compressed by pycocotools."""
     from pycocotools import mask as mask_utils
 
     h, w = size
     x0, y0, x1, y1 = window
-    full = np.zeros((h, w), np.uint8, order="F")
-    full[y0:y1, x0:x1] = crop
-    rle = mask_utils.encode(full)
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    if crop.size == 0 or not crop.any():
+        counts = [h * w]
+    else:
+        cols = np.zeros((x1 - x0, h), np.uint8)  # column-major: one row per image column
+        cols[:, y0:y1] = np.asarray(crop, np.uint8).T
+        flat = cols.reshape(-1)
+        change = np.flatnonzero(np.diff(flat)) + 1
+        edges = np.concatenate([[0], change, [flat.size]])
+        runs = np.diff(edges)
+        if flat[0]:  # COCO RLE starts with a run of zeros
+            runs = np.concatenate([[0], runs])
+        runs[0] += h * x0
+        if flat[-1]:
+            if x1 < w:
+                runs = np.concatenate([runs, [h * (w - x1)]])
+        else:
+            runs[-1] += h * (w - x1)
+        counts = [int(v) for v in runs]
+    rle = mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
 def _unrle(rle: dict, window: tuple[int, int, int, int]) -> np.ndarray:
@@ -270,7 +296,7 @@ def save_sidecar(output_root: Path, record: Record, class_names: tuple[str, ...]
         anns.append({
             "id": inst.id + 1, "image_id": 1, "category_id": inst.label + 1,
             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": inst.score,
-            "segmentation": _rle(record.size, inst.window, inst.crop), "area": inst.area,
+            "segmentation": inst.rle(record.size), "area": inst.area,
             "iscrowd": 0,
             "cendetect_studio": {
                 "kept": inst.kept, "source": inst.source, "edited": inst.edited,
