@@ -14,7 +14,9 @@
 # used as is: its editable install redirects `cendetect` imports to the source tree, which
 # PyInstaller's module finder does not follow. Optional engines and services (ONNX Runtime,
 # OpenVINO, Redis, the test tools) are left out: the executable runs eager and TorchScript
-# models on images, folders and videos (docs/packaging.md).
+# models on images, folders and videos, and the studio (started with no arguments, it opens
+# the studio's page; uvicorn and anyio load their parts by name, so they are collected whole);
+# docs/packaging.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,14 +52,16 @@ cd "$WORK"
 "$WORK/venv/bin/python" -c "import cendetect._compositor, cendetect._C, cendetect.engine"
 
 # 3. PyInstaller
+# (pyarrow and pandas serve only cendetect.ray, whose Ray is left out too: 113 MB)
 EXCLUDES=(onnxruntime onnx onnxscript onnx_ir openvino redis pytest _pytest hypothesis ruff
-          playwright ray IPython jupyter tkinter matplotlib cmake Cython scikit_build_core
-          setuptools pip torch.utils.tensorboard tensorboard)
+          playwright ray pyarrow pandas IPython jupyter tkinter matplotlib cmake Cython
+          scikit_build_core setuptools pip torch.utils.tensorboard tensorboard)
 args=()
 for m in "${EXCLUDES[@]}"; do args+=(--exclude-module "$m"); done
 "$WORK/venv/bin/python" -m PyInstaller --noconfirm --clean --onefile --name cendetect \
     --distpath "$OUT" --workpath "$WORK/pyinstaller" --specpath "$WORK" \
     --collect-submodules cendetect --collect-data cendetect \
     --collect-binaries cendetect --copy-metadata cendetect \
+    --collect-submodules uvicorn --collect-submodules anyio \
     "${args[@]}" --log-level WARN "$ROOT/packaging/cendetect_exe.py"
 ls -l "$OUT/cendetect"

@@ -1,5 +1,6 @@
 """The one-file executable (packaging/build_exe.sh): built, then run on the bundled samples in an
-environment without Python or the venv, its output equal byte for byte to ``cendetect run``'s.
+environment without Python or the venv, its output equal byte for byte to ``cendetect run``'s;
+started with no arguments, it serves the studio's page.
 
 Slow (the PyInstaller build collects and compresses torch: several minutes on 2 cores), and
 part of the test command. Without PyInstaller (installed by ./setup.sh) it skips, except under
@@ -11,9 +12,11 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -90,5 +93,33 @@ def test_one_file_executable_matches_cendetect_run(tmp_path: Path) -> None:
         tmp_path / "out_py", tmp_path / "out_exe", want, shallow=False
     )
     assert not mismatch and not errors, (mismatch, errors)
+    # with no arguments (a double click) it opens the studio: BROWSER=true stands in for the
+    # browser webbrowser.open would start
+    studio = subprocess.Popen(
+        [str(alone)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**clean_env, "BROWSER": "true"}, cwd=tmp_path, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert studio.stdout is not None
+        url = ""
+        for line in studio.stdout:
+            if "http://" in line:
+                url = line.split()[-1]
+                break
+        assert url.startswith("http://127.0.0.1:"), url
+        page = ""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    page = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert "cendetect studio" in page
+        with urllib.request.urlopen(url + "static/studio.js", timeout=5) as r:
+            assert b"EventSource" in r.read()
+    finally:
+        os.killpg(studio.pid, signal.SIGTERM)
+        studio.wait(30)
     size_mb = alone.stat().st_size / 1e6
     print(f"one-file executable: {size_mb:.0f} MB, `--version` in {startup:.1f} s")

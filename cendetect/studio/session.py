@@ -115,7 +115,8 @@ class Studio:
 
     def open(self, folder: str | Path, output: str | Path | None = None) -> None:
         """Open ``folder`` (its images, recursively) with ``output`` for sidecars and exports
-        (default: ``<folder>-cendetect`` beside it), and start detecting.
+        (default: ``<folder>-cendetect`` beside it), and start detecting. Returns once the
+        folder is listed: the model loads on the worker (the grid shows before it is ready).
 
         Raises:
             StudioError: the folder does not exist, or the output folder is inside it.
@@ -133,7 +134,6 @@ class Studio:
                 f"output folder {out} is inside the opened folder {root}: its exports would be "
                 "read as inputs; choose a folder outside it"
             )
-        _ = self.detector  # the class names decide which sidecars are valid
         errors: list[tuple[str, str]] = []
         files = discover_inputs(root, IMAGE_EXTENSIONS, errors)
         names = [p.relative_to(root).as_posix() for p in files]
@@ -186,7 +186,7 @@ class Studio:
             "rate": round(self.rate, 3),
             "eta": round(left / self.rate, 1) if self.rate > 0 and left else None,
             "folder": str(self.root or ""), "output": str(self.output or ""),
-            "error": self.error,
+            "error": self.error, "classes": list(self.class_names),
         }  # fmt: skip
 
     def _next(self) -> tuple[str, int] | None:

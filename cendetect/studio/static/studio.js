@@ -70,6 +70,7 @@ function listen() {
   S.events.addEventListener("progress", (e) => {
     const p = JSON.parse(e.data);
     S.seq = p.seq;
+    if (p.classes.length && p.classes.join() !== S.classes.join()) setClasses(p.classes);
     showProgress(p);
   });
   S.events.addEventListener("image", (e) => {
@@ -84,19 +85,24 @@ function listen() {
 
 async function loadState() {
   const st = await api("api/state");
-  S.classes = st.classes;
   S.threshold = st.threshold;
   S.seq = st.seq;
   $("#threshold").value = S.threshold;
   $("#threshold-value").textContent = S.threshold.toFixed(2);
-  const sel = $("#label");
-  sel.innerHTML = "";
-  S.classes.forEach((c, i) => sel.add(new Option(`${i + 1} ${c}`, i)));
+  setClasses(st.classes, false);
   S.images = st.images;
   S.byName = new Map(S.images.map((s) => [s.name, s]));
   buildGrid();
   showProgress(st.progress);
   listen();
+}
+
+function setClasses(classes, refresh = true) {
+  S.classes = classes;
+  const sel = $("#label");
+  sel.innerHTML = "";
+  S.classes.forEach((c, i) => sel.add(new Option(`${i + 1} ${c}`, i)));
+  if (refresh) { for (const sm of S.images) updateTile(sm); }
 }
 
 // ---- the grid ------------------------------------------------------------------------------
