@@ -17,6 +17,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from cendetect.io.decode import DEFAULT_MAX_PIXELS
     from cendetect.studio import DEFAULT_PORT
 
     p = sub.add_parser(
@@ -44,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help="first port tried (default %(default)s; 0: any free port)")  # fmt: skip
     p.add_argument("--no-browser", action="store_true", help="print the URL only")
+    p.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels (default %(default)s, as cendetect run)",
+    )  # fmt: skip
     add_model_args(p)
     p.set_defaults(func=run)
     return p
@@ -69,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
     serve(
         lambda: load_detector(args), folder=args.folder, output=args.output_path,
         host=args.host, port=args.port, open_browser=not args.no_browser,
-        threshold=args.confidence,
+        threshold=args.confidence, max_pixels=args.max_pixels,
     )  # fmt: skip
     return 0

@@ -78,5 +78,7 @@ def serve(
     print("cendetect studio: press Ctrl-C to stop", file=sys.stderr, flush=True)
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # open event streams would hold a graceful shutdown (Ctrl-C) forever: give them 2 s
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)  # fmt: skip
     uvicorn.Server(config).run()

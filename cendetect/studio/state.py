@@ -80,18 +80,34 @@ class Instance:
     kept: bool = True
     source: str = "model"
     edited: bool = False
-    _rle: dict = field(default_factory=dict, init=False, repr=False)  #: size -> RLE (a cache)
+    #: what is computed from the mask (area, RLE, outline), once: a mask never changes
+    _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def area(self) -> int:
-        return int(np.count_nonzero(self.crop))
+        if "area" not in self._cache:
+            self._cache["area"] = int(np.count_nonzero(self.crop))
+        return self._cache["area"]
 
     def rle(self, size: tuple[int, int]) -> dict:
-        """COCO compressed RLE of the mask on an ``(H, W)`` picture (computed once: an
-        instance's mask never changes, an edit makes a new instance)."""
-        if size not in self._rle:
-            self._rle[size] = _rle(size, self.window, self.crop)
-        return self._rle[size]
+        """COCO compressed RLE of the mask on an ``(H, W)`` picture."""
+        key = ("rle", size)
+        if key not in self._cache:
+            self._cache[key] = _rle(size, self.window, self.crop)
+        return self._cache[key]
+
+    def outline(self) -> list[list[float]]:
+        """:func:`polygons` of the mask."""
+        if "polys" not in self._cache:
+            self._cache["polys"] = polygons(self)
+        return self._cache["polys"]
+
+    def evolve(self, **changes: Any) -> Instance:
+        """This instance with other fields (not the mask: see :meth:`with_mask`), sharing
+        what was computed from the mask."""
+        new = replace(self, **changes)
+        new._cache.update(self._cache)
+        return new
 
     def with_mask(self, window: tuple[int, int, int, int], crop: np.ndarray) -> Instance:
         """This instance with a new mask, trimmed to its tight window (marked edited)."""
@@ -358,19 +374,23 @@ def polygons(inst: Instance) -> list[list[float]]:
     if inst.crop.size == 0:
         return []
     # traced at 2x so that a one-pixel-wide mask is a ring, not a line; the ring runs through
-    # the boundary's half-pixel centres, 0.25 px inside the pixel edges
+    # the boundary's half-pixel centres, 0.25 px inside the pixel edges. Masks of over a
+    # million pixels are traced at 1x (the half-pixel offset is invisible at their scale), and
+    # staircases are straightened to within half a pixel (an outline is for the eye only).
+    scale = 1 if inst.crop.size > 1_000_000 else 2
     m = np.pad(inst.crop, 1).astype(np.uint8)
-    big = cv2.resize(m, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if scale == 2:
+        m = cv2.resize(m, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     x0, y0 = inst.window[0], inst.window[1]
     out = []
     for c in contours:
-        pts = c.reshape(-1, 2).astype(np.float64)
-        # big pixel k covers [k/2, (k+1)/2) of the padded crop; boundary pixels' outer edge
-        pts = (pts + 0.5) / 2.0
+        if len(c) > 8:
+            c = cv2.approxPolyDP(c, 0.5 * scale, True)
+        pts = (c.reshape(-1, 2).astype(np.float64) + 0.5) / scale
         pts[:, 0] += x0 - 1
         pts[:, 1] += y0 - 1
-        out.append([round(float(v), 2) for v in pts.reshape(-1)])
+        out.append(np.round(pts.reshape(-1), 2).tolist())
     return out
 
 

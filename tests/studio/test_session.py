@@ -187,3 +187,12 @@ def test_coco_export_trains_and_the_result_loads(opened: Studio, tmp_path: Path)
     assert studio.records["sample_1.jpg"].status == "done"
     meta = json.loads(sidecar_path(studio.output, "sample_1.jpg").read_text())
     assert meta["cendetect_studio"]["status"] == "done"
+
+
+def test_pixel_limit_as_in_the_cli(folder: Path, tmp_path: Path, default_detector) -> None:
+    studio = Studio(lambda: default_detector, max_pixels=200_000)
+    studio.open(folder, tmp_path / "out")
+    wait_for(lambda: studio.done == len(studio.names), 180, "detection")
+    big = studio.records["sample_1.jpg"]  # 511 x 697 = 356,167 pixels
+    assert big.status == "broken" and "above the limit of 200000" in big.reason
+    assert studio.records[CENSORED].status == "done"  # 480 x 360 = 172,800

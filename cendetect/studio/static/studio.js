@@ -107,27 +107,54 @@ function setClasses(classes, refresh = true) {
 
 // ---- the grid ------------------------------------------------------------------------------
 
+// Thumbnails are asked for only when their tile comes near the screen (one screen ahead),
+// in the grid's order: a folder of thousands asks for the first screenful first.
+const thumbObserver = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (!e.isIntersecting) continue;
+    const img = e.target.querySelector("img");
+    if (!img.getAttribute("src")) img.src = `api/thumb/${enc(e.target.dataset.name)}`;
+    thumbObserver.unobserve(e.target);
+  }
+}, { root: $("#grid"), rootMargin: "100% 0px" });
+
+// The grid is built in slices: the first screenful at once, the rest a slice per frame, so a
+// folder of thousands shows its first thumbnails without waiting for the last tile.
+let gridBuild = 0;
+
 function buildGrid() {
   const grid = $("#grid");
+  thumbObserver.disconnect();
   grid.textContent = "";
   S.tiles = new Map();
-  const frag = document.createDocumentFragment();
-  for (const sm of S.images) {
-    const fig = document.createElement("figure");
-    fig.className = "tile";
-    fig.dataset.name = sm.name;
-    fig.innerHTML = '<div class="thumb"><img loading="lazy" alt=""></div>' +
-      '<figcaption><div class="name"></div><div class="counts"></div></figcaption>';
-    fig.querySelector("img").src = `api/thumb/${enc(sm.name)}`;
-    fig.querySelector(".name").textContent = sm.name;
-    fig.querySelector(".name").title = sm.name;
-    fig.addEventListener("click", () => openImage(sm.name));
-    S.tiles.set(sm.name, fig);
-    frag.appendChild(fig);
-    updateTile(sm, fig);
-  }
-  grid.appendChild(frag);
-  applyFilter();
+  const proto = document.createElement("figure");
+  proto.className = "tile";
+  proto.innerHTML = '<div class="thumb"><img alt=""></div>' +
+    '<figcaption><div class="name"></div><div class="counts"></div></figcaption>';
+  const build = ++gridBuild;
+  const images = S.images;
+  let next = 0;
+  const slice = (n) => {
+    if (build !== gridBuild) return;  // another folder was opened meanwhile
+    const frag = document.createDocumentFragment();
+    const end = Math.min(next + n, images.length);
+    for (; next < end; next += 1) {
+      const sm = images[next];
+      const fig = proto.cloneNode(true);
+      fig.dataset.name = sm.name;
+      const label = fig.querySelector(".name");
+      label.textContent = sm.name;
+      label.title = sm.name;
+      S.tiles.set(sm.name, fig);
+      updateTile(sm, fig);
+      frag.appendChild(fig);
+      thumbObserver.observe(fig);
+    }
+    grid.appendChild(frag);
+    if (next < images.length) requestIdleCallback(() => slice(200), { timeout: 1000 });
+    else applyFilter();
+  };
+  slice(60);
 }
 
 function updateTile(sm, fig = S.tiles.get(sm.name)) {
@@ -161,6 +188,7 @@ function applyFilter() {
   let shown = 0;
   for (const sm of S.images) {
     const fig = S.tiles.get(sm.name);
+    if (!fig) continue;  // not built yet
     const ok = matches(sm);
     fig.classList.toggle("hidden", !ok);
     if (ok) shown += 1;
@@ -557,6 +585,10 @@ async function doExport() {
 }
 
 function init() {
+  $("#grid").addEventListener("click", (ev) => {
+    const fig = ev.target.closest(".tile");
+    if (fig) openImage(fig.dataset.name);
+  });
   $("#open-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     openFolder($("#folder").value.trim(), $("#output").value.trim() || null);
