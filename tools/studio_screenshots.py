@@ -1,6 +1,6 @@
 """Screenshots of the studio for docs/studio.md, made from a real run (so they stay current).
 
-Opens a folder of the bundled samples plus two generated pictures with a bar and a mosaic in
+Opens a folder of the bundled samples plus two of Debian's wallpapers with a bar and a mosaic in
 ``cendetect studio`` (the default model), drives it with Playwright on Debian's chromium, and
 writes docs/studio/{grid,image,after,correct,export}.jpg.
 
@@ -20,7 +20,28 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.studio.conftest import Server, censored, write  # noqa: E402
+from tests.studio.conftest import Server, censored, pixelate_box, write  # noqa: E402
+
+WALLPAPERS = Path("/usr/share/wallpapers")
+
+
+def picture(seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A picture with a black bar and a 16-px mosaic, and the bar's truth: one of Debian's
+    wallpapers when they are installed (./setup.sh), else generated texture."""
+    import cv2
+
+    files = sorted(WALLPAPERS.glob(f"{name}/contents/images/1920x1080.*"))
+    if not files:
+        image, bar, _ = censored(seed, 540, 960)
+        return image, bar
+    image = cv2.resize(cv2.imread(str(files[0])), (960, 540), interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    bar = np.zeros((h, w), np.uint8)
+    pts = cv2.boxPoints(((w * 0.3, h * 0.35), (w * 0.3, h * 0.08), 20)).astype(np.int32)
+    cv2.fillPoly(bar, [pts], 1)
+    image[bar > 0] = (0, 0, 0)
+    image = pixelate_box(image, (528, 272, 720, 400), 16)
+    return image, bar > 0
 
 
 def main() -> None:
@@ -35,9 +56,9 @@ def main() -> None:
         for p in sorted((ROOT / "samples").glob("*.jpg")):
             (folder / p.name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(p, folder / p.name)
-        image, bar, _ = censored(11, 540, 720)
-        write(folder / "drawn" / "generated 1.png", image)
-        write(folder / "drawn" / "generated 2.png", censored(12, 540, 720)[0])
+        image, bar = picture(11, "FallenLeaf")
+        write(folder / "wallpapers" / "leaves.png", image)
+        write(folder / "wallpapers" / "path.png", picture(12, "Path")[0])
         server = Server([str(folder), "--output_path", str(Path(tmp) / "out")])
         url = server.start()
         try:
@@ -67,7 +88,7 @@ def main() -> None:
                 page.keyboard.press("f")
                 # correct: drop the model's bar, grow it with one click, paint a stroke
                 page.keyboard.press("Escape")
-                page.click('.tile[data-name="drawn/generated 1.png"]')
+                page.click('.tile[data-name="wallpapers/leaves.png"]')
                 page.wait_for_function("() => S.info && S.info.status === 'done'")
                 page.wait_for_function("() => document.querySelector('#picture').complete")
                 v = page.evaluate("() => S.view")
@@ -85,10 +106,10 @@ def main() -> None:
                 page.keyboard.press("Escape")
                 page.keyboard.press("2")
                 page.keyboard.press("b")
-                page.mouse.move(*at(60, 470))
+                page.mouse.move(*at(80, 470))
                 page.mouse.down()
-                for x in range(60, 200, 10):
-                    page.mouse.move(*at(x, 470 - (x - 60) / 4))
+                for x in range(80, 260, 10):
+                    page.mouse.move(*at(x, 470 - (x - 80) / 4))
                 page.mouse.up()
                 page.wait_for_function(f"() => S.info.instances.length > {n + 1}")
                 page.screenshot(path=str(args.out / "correct.jpg"), type="jpeg", quality=85)
