@@ -131,30 +131,34 @@ function buildGrid() {
   proto.className = "tile";
   proto.innerHTML = '<div class="thumb"><img alt=""></div>' +
     '<figcaption><div class="name"></div><div class="counts"></div></figcaption>';
+  const tile = (sm) => {
+    const fig = proto.cloneNode(true);
+    fig.dataset.name = sm.name;
+    const label = fig.querySelector(".name");
+    label.textContent = sm.name;
+    label.title = sm.name;
+    S.tiles.set(sm.name, fig);
+    updateTile(sm, fig);
+    thumbObserver.observe(fig);
+    return fig;
+  };
   const build = ++gridBuild;
   const images = S.images;
   let next = 0;
-  const slice = (n) => {
+  // a first screenful at once; then, when the page is idle, as many tiles as the idle period
+  // allows (50 at a time), so that thumbnails and clicks are never held up by the grid
+  const more = (count, deadline) => {
     if (build !== gridBuild) return;  // another folder was opened meanwhile
     const frag = document.createDocumentFragment();
-    const end = Math.min(next + n, images.length);
-    for (; next < end; next += 1) {
-      const sm = images[next];
-      const fig = proto.cloneNode(true);
-      fig.dataset.name = sm.name;
-      const label = fig.querySelector(".name");
-      label.textContent = sm.name;
-      label.title = sm.name;
-      S.tiles.set(sm.name, fig);
-      updateTile(sm, fig);
-      frag.appendChild(fig);
-      thumbObserver.observe(fig);
-    }
+    do {
+      const stop = Math.min(next + count, images.length);
+      for (; next < stop; next += 1) frag.appendChild(tile(images[next]));
+    } while (deadline && next < images.length && deadline.timeRemaining() > 2);
     grid.appendChild(frag);
-    if (next < images.length) requestIdleCallback(() => slice(200), { timeout: 1000 });
+    if (next < images.length) requestIdleCallback((d) => more(50, d), { timeout: 1000 });
     else applyFilter();
   };
-  slice(60);
+  more(60, null);
 }
 
 function updateTile(sm, fig = S.tiles.get(sm.name)) {
