@@ -21,9 +21,20 @@ from tests.studio.conftest import DEFAULT_MODEL, censored
 CHROMIUM = "/usr/bin/chromium"
 CENSORED = "ünïcødé/censored ß.png"
 
+
+def _missing() -> str | None:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (./setup.sh installs the test extra)"
+    if not os.path.exists(CHROMIUM):
+        return "Debian's chromium is not installed (./setup.sh installs it as root)"
+    return None
+
+
+# never skipped under CI=true: a missing browser is a failure there
 pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true",
-    reason="Debian's chromium is not installed (./setup.sh installs it as root)",
+    _missing() is not None and os.environ.get("CI") != "true", reason=str(_missing())
 )
 
 
@@ -59,6 +70,7 @@ def test_review_correct_export_and_keep(server, folder: Path, tmp_path: Path) ->
     url = s.start()
     port = url.split(":")[2].split("/")[0]
     _, bar_truth, _ = censored(1)
+    inputs = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as p:
@@ -184,6 +196,8 @@ def test_review_correct_export_and_keep(server, folder: Path, tmp_path: Path) ->
         page.close()
         browser.close()
     assert not errors, errors
+    # inputs are never written
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == inputs
     hosts = {r.split("/")[2] for r in requests if not r.startswith(("data:", "about:"))}
     assert all(h.startswith("127.0.0.1:") for h in hosts), hosts
     assert port in "".join(hosts)

@@ -179,13 +179,20 @@ def test_coco_export_trains_and_the_result_loads(opened: Studio, tmp_path: Path)
     assert rc == 0
     tuned = run / "model_fp16.pth"
     assert tuned.is_file()
-    from cendetect import Detector
+    # cendetect studio --checkpoint <the fine-tuned file>
+    from tests.studio.conftest import Server
 
-    det = Detector.from_checkpoint(tuned)
-    assert det.class_names == ("bar", "mosaic")
-    studio = _opened(opened.root, tmp_path / "out2", det)
-    assert studio.records["sample_1.jpg"].status == "done"
-    meta = json.loads(sidecar_path(studio.output, "sample_1.jpg").read_text())
+    server = Server([str(opened.root), "--output_path", str(tmp_path / "out2"),
+                     "--checkpoint", str(tuned)])  # fmt: skip
+    try:
+        server.start()
+        state = server.wait_done()
+        assert state["classes"] == ["bar", "mosaic"]
+        done = {im["name"] for im in state["images"] if im["status"] == "done"}
+        assert done == {"sample_1.jpg", "sample_2.jpg", CENSORED}
+    finally:
+        server.stop()
+    meta = json.loads(sidecar_path(tmp_path / "out2", "sample_1.jpg").read_text())
     assert meta["cendetect_studio"]["status"] == "done"
 
 
@@ -196,3 +203,30 @@ def test_pixel_limit_as_in_the_cli(folder: Path, tmp_path: Path, default_detecto
     big = studio.records["sample_1.jpg"]  # 511 x 697 = 356,167 pixels
     assert big.status == "broken" and "above the limit of 200000" in big.reason
     assert studio.records[CENSORED].status == "done"  # 480 x 360 = 172,800
+
+
+def test_cancel_stops_after_the_current_picture_and_run_resumes(
+    folder: Path, tmp_path: Path, default_detector
+) -> None:
+    import time
+
+    class Slow:
+        class_names = default_detector.class_names
+        device = default_detector.device
+
+        def predict(self, images):  # noqa: ANN001, ANN202
+            time.sleep(0.5)
+            return default_detector.predict(images)
+
+    studio = Studio(lambda: Slow())
+    studio.open(folder, tmp_path / "out")
+    wait_for(lambda: studio.done >= 1, 60, "the first picture")
+    studio.cancel()
+    wait_for(lambda: not studio.progress()["running"], 30, "the worker to stop")
+    stopped = studio.done
+    time.sleep(1.0)
+    assert studio.done == stopped < len(studio.names)
+    assert studio.progress()["cancelled"]
+    studio.run()
+    wait_for(lambda: studio.done == len(studio.names), 60, "the rest")
+    assert not studio.progress()["cancelled"]
