@@ -201,3 +201,50 @@ def test_review_correct_export_and_keep(server, folder: Path, tmp_path: Path) ->
     hosts = {r.split("/")[2] for r in requests if not r.startswith(("data:", "about:"))}
     assert all(h.startswith("127.0.0.1:") for h in hosts), hosts
     assert port in "".join(hosts)
+
+
+def test_open_a_folder_typed_or_picked_on_the_page(server, folder: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    s = server("--checkpoint", str(DEFAULT_MODEL))  # no folder: the page asks for one
+    url = s.start()
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(url)
+        assert "no folder open" in page.inner_text("#progress-text")
+        # picked: browse to the folder's parent, then into the folder
+        page.fill("#folder", str(folder.parent))
+        page.click("#browse")
+        page.wait_for_selector("#browse-dialog[open]")
+        page.click(f"#browse-list li:text-is('{folder.name}')")
+        page.wait_for_function(
+            f"() => document.querySelector('#browse-path').dataset.path.endsWith('/{folder.name}')"
+        )
+        page.click("#browse-pick")
+        page.wait_for_function("() => document.querySelectorAll('.tile').length === 4")
+        assert page.input_value("#output") == str(folder.parent / (folder.name + "-cendetect"))
+        # typed: another folder, with an output folder of its own
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "one.jpg").write_bytes((folder / "sample_1.jpg").read_bytes())
+        page.fill("#folder", str(other))
+        page.fill("#output", str(tmp_path / "other-out"))
+        page.click("#open")
+        page.wait_for_function("() => document.querySelectorAll('.tile').length === 1")
+        page.wait_for_function(
+            "() => document.querySelector('#progress-text').textContent.includes('done')",
+            timeout=120_000,
+        )
+        # a folder that is not there: a message, the page stays as it was
+        page.fill("#folder", str(tmp_path / "nowhere"))
+        page.click("#open")
+        page.wait_for_selector("#toast.error")
+        assert "not a folder" in page.inner_text("#toast")
+        assert page.locator(".tile").count() == 1
+        browser.close()
+    # the failed open answered 400, which Chromium logs as a console error; nothing else
+    assert [e for e in errors if "400" not in e] == []
+    assert (tmp_path / "other-out" / ".cendetect-studio" / "review" / "one.jpg.json").is_file()
