@@ -54,5 +54,8 @@ def test_wheel_layout(tmp_path: Path) -> None:
     assert any(n.startswith("cendetect/_C.") and n.endswith(".so") for n in names), names
     # the default model ships inside the package (cendetect.zoo.DEFAULT_CHECKPOINT)
     assert "cendetect/weights/mobilenet_v2_fpn.pth" in names
+    # the studio's page ships inside the package (it loads nothing from elsewhere)
+    for name in ("index.html", "studio.js", "studio.css"):
+        assert f"cendetect/studio/static/{name}" in names
     # the source folders must not leak out as top-level packages
     assert not any(n.startswith(("engine/", "compile/", "csrc/", "tests/")) for n in names)
