@@ -76,6 +76,33 @@ def _at_cut(score: float, scores: np.ndarray) -> bool:
     return len(scores) >= CUT and score <= float(np.min(scores)) + SCORE_TOL
 
 
+#: input noise (normalised units, std 1e-4) under which the eager model is re-run to tell a tie
+#: from a divergence: ~170x below one step of an 8-bit pixel after normalisation (1/255/std)
+TIE_NOISE = 1e-4
+
+
+def _eager_reaches(eager: Detector, batch, out: Detections, seeds: int = 8) -> bool:  # noqa: ANN001
+    """Whether the eager model itself gives the engine's whole answer ``out`` (every detection
+    matched at box IoU 0.99, scores within SCORE_TOL) for the same input moved by noise far
+    below its quantisation: then a detection the engine placed otherwise fell on the other
+    side of a tie upstream (an RPN top-k or NMS near-tie; reason 3 of tests/tolerances.py),
+    which another kernel library's summation order tips as the noise does."""
+    import torch
+
+    from cendetect.engine import to_detections
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(seeds):
+        noisy = batch.images + torch.randn(batch.images.shape, generator=g) * TIE_NOISE
+        with torch.inference_mode():
+            raw = eager.model(noisy, batch.image_sizes, batch.scale_factors)
+        (alt,) = to_detections(raw, batch, eager.class_names, eager.mask_threshold)
+        back = match_detections(out, alt, box_iou_thr=0.99)
+        if back.matched == len(out) and back.max_score_diff <= SCORE_TOL:
+            return True
+    return False
+
+
 def low_precision_agreement(
     det: Detector, low: Callable[..., tuple], paths: Sequence[str | Path], confidence: float = 0.3
 ) -> list[float]:
@@ -111,7 +138,9 @@ def engine_parity(
 ) -> list[str]:
     """Run ``eager``'s model and a compiled engine's ``runner`` (called with the pre-processed
     batch) on ``images`` at ``img_scale`` and match their detections: the same number of
-    detections, ``min_fraction`` of the eager ones matched at box IoU 0.99, scores within 1e-3,
+    detections, ``min_fraction`` of the eager ones matched at box IoU 0.99 (an eager detection
+    may stay unmatched at the detection cut, or where the eager model under noise far below the
+    input's quantisation gives the engine's whole answer: a tie), scores within 1e-3,
     every matched mask within the pixels :func:`tests.tolerances.masks_agree` allows (a few
     pixels at the threshold, or 2 % of the union) or at IoU >= ``min_mask_iou``, and their mean
     IoU >= 0.99 per image. The images must give at least min(3, len(images)) network input
@@ -142,7 +171,11 @@ def engine_parity(
         # near-tie in score there falls either way, reason 3 of tests/tolerances.py), and
         # ``min_fraction`` < 1 allows as many more re-ranked elsewhere
         at_cut = [i for i in rep.unmatched if _at_cut(float(ref.scores[i]), ref.scores)]
-        assert rep.matched + len(at_cut) >= min_fraction * rep.total, (
+        # elsewhere, only where the eager model itself reaches the engine's answer under noise
+        # far below the input's quantisation (a tie upstream that fell otherwise)
+        away = [i for i in rep.unmatched if i not in at_cut]
+        tied = away if away and _eager_reaches(eager, batch, out) else []
+        assert rep.matched + len(at_cut) + len(tied) >= min_fraction * rep.total, (
             f"{path.name}: {rep.matched}/{rep.total} matched; unmatched eager detections "
             + ", ".join(
                 f"#{i} score {float(ref.scores[i]):.5f}{' (at the cut)' if i in at_cut else ''}"
@@ -159,7 +192,8 @@ def engine_parity(
         assert not off, f"{path.name}: masks differ: {', '.join(off)}"
         assert rep.mean_mask_iou >= 0.99, f"{path.name}: mean mask IoU {rep.mean_mask_iou:.4f}"
         worst = max(rep.mask_diffs, key=lambda t: (not t[2], t[0]))
-        notes.append(f"{path.name}: {rep.matched}/{rep.total}, mask IoU min {low:.4f} "
+        tie = f", {len(tied)} tied (eager reaches the engine's under noise)" if tied else ""
+        notes.append(f"{path.name}: {rep.matched}/{rep.total}{tie}, mask IoU min {low:.4f} "
                      f"mean {rep.mean_mask_iou:.4f}, most differing {worst[0]} of {worst[1]} px"
                      f"{'' if worst[2] else ' (beyond the pixel rule)'}")  # fmt: skip
     assert len(sizes) >= min(3, len(images)), f"the images should give several sizes: {sizes}"

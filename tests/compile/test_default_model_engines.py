@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cendetect import Detector
@@ -57,3 +58,24 @@ def test_onnx_matches_eager_on_the_samples(engines: dict[str, Path], eager: Dete
     if "onnx" not in engines:
         pytest.skip("the onnx extra is not installed (pip install 'cendetect[onnx]')")
     print(engine_parity(eager, load_engine(engines["onnx"]), SAMPLES, SMALL))
+
+
+def test_the_tie_rule_takes_only_what_eager_itself_gives(eager: Detector) -> None:
+    """engine_parity's tie rule (tests/compile/matching.py, ``_eager_reaches``) accepts the
+    eager model's own answer and refuses one moved by a few pixels."""
+    import dataclasses
+
+    import cv2
+    import torch
+
+    from cendetect.engine import preprocess, to_detections
+    from tests.compile.matching import _eager_reaches
+
+    cfg = dataclasses.replace(eager.preprocess_cfg, img_scale=SMALL)
+    batch = preprocess([cv2.imread(str(SAMPLES[0]))], cfg)
+    with torch.inference_mode():
+        raw = eager.model(batch.images, batch.image_sizes, batch.scale_factors)
+    (own,) = to_detections(raw, batch, eager.class_names, eager.mask_threshold)
+    assert len(own) > 0 and _eager_reaches(eager, batch, own)
+    moved = dataclasses.replace(own, boxes=own.boxes + np.float32(3.0))
+    assert not _eager_reaches(eager, batch, moved)
