@@ -201,7 +201,7 @@ def create_app(studio: Studio, settings: dict[str, Any]) -> Starlette:
         return FileResponse(studio.view(name_of(request)), media_type="image/jpeg")
 
     def result(request: Request) -> Response:
-        return Response(studio.result_png(name_of(request)), media_type="image/jpeg",
+        return Response(studio.result_jpeg(name_of(request)), media_type="image/jpeg",
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
     def dirs(request: Request) -> Response:

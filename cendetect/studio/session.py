@@ -346,11 +346,11 @@ class Studio:
         (browsers cannot all show TIFF, and 8000 x 8000 pictures are slow to show)."""
         path = self.input_path(name)
         cached = self._cache("views", name, path)
-        if not cached.is_file():
-            _write_file(cached, _encode_jpeg(_read_small(path, VIEW_MAX, self.max_pixels), 92))
+        if not cached.is_file():  # decoded through the edits' cache: one decode for both
+            _write_file(cached, _encode_jpeg(_downscale(self.image(name), VIEW_MAX), 92))
         return cached
 
-    def result_png(self, name: str) -> bytes:
+    def result_jpeg(self, name: str) -> bytes:
         """The green-filled picture of the current state (downscaled like :meth:`view`)."""
         from cendetect.studio.state import to_detections
 
@@ -359,15 +359,7 @@ class Studio:
         with rec.lock:
             det = to_detections(rec, self.class_names, self.threshold)
         out = det.composite(image, mode="fill", inplace=True)
-        h, w = out.shape[:2]
-        scale = min(1.0, VIEW_MAX / max(h, w))
-        if scale < 1.0:
-            out = cv2.resize(
-                out, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        assert ok
-        return buf.tobytes()
+        return _encode_jpeg(_downscale(out, VIEW_MAX), 92)
 
     # ---- edits -------------------------------------------------------------------------
 
@@ -524,9 +516,8 @@ def _inside(base: Path, name: str) -> Path:
     return target
 
 
-def _read_small(path: Path, long_side: int, max_pixels: int) -> np.ndarray:
-    """The image at ``path`` with its long side at most ``long_side`` (area-averaged)."""
-    image = read_image_file(path, max_pixels)
+def _downscale(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``image`` with its long side at most ``long_side`` (area-averaged; as it is if smaller)."""
     h, w = image.shape[:2]
     scale = min(1.0, long_side / max(h, w))
     if scale < 1.0:
@@ -560,7 +551,7 @@ def _jpeg_thumbnail(path: Path, long_side: int, max_pixels: int) -> bytes:
                 return out.getvalue()
         except (OSError, ValueError, SyntaxError):
             pass  # OpenCV may still decode it
-    return _encode_jpeg(_read_small(path, long_side, max_pixels))
+    return _encode_jpeg(_downscale(read_image_file(path, max_pixels), long_side))
 
 
 def _encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:

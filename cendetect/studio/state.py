@@ -23,7 +23,6 @@ Coordinates: a window is ``x0, y0, x1, y1`` half-open in image pixels (as
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -197,13 +196,6 @@ class Record:
         self.instances, self.confirmed = self.future.pop()
         self.version += 1
         return True
-
-    def counts(self, class_names: tuple[str, ...], threshold: float) -> dict[str, int]:
-        """Kept instances above ``threshold`` per class name."""
-        out = dict.fromkeys(class_names, 0)
-        for inst in self.visible(threshold):
-            out[class_names[inst.label]] += 1
-        return out
 
     def visible(self, threshold: float) -> list[Instance]:
         """The instances an export writes: kept, and above ``threshold`` (strictly, as
@@ -406,8 +398,3 @@ def summary(record: Record) -> dict[str, Any]:
         "name": record.name, "status": record.status, "reason": record.reason, "inst": inst,
         "edited": record.edited, "confirmed": record.confirmed, "version": record.version,
     }  # fmt: skip
-
-
-def ensure_dir(path: Path) -> Path:
-    os.makedirs(path, exist_ok=True)
-    return path
