@@ -20,9 +20,11 @@ anywhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -268,4 +270,13 @@ def create_app(studio: Studio, settings: dict[str, Any]) -> Starlette:
         Route("/api/export", posted(do_export), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(Guard, settings=settings)])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # on shutdown: the picture being detected is finished and its sidecar written
+        await asyncio.to_thread(studio.close)
+
+    return Starlette(
+        routes=routes, middleware=[Middleware(Guard, settings=settings)], lifespan=lifespan
+    )

@@ -93,6 +93,7 @@ class Studio:
         self._running = False
         self._cancel = False
         self._generation = 0
+        self._closed = False
         self._worker: threading.Thread | None = None
         self.changes: list[str] = []  #: names whose summary changed, in order (the event log)
         self.done = 0
@@ -156,6 +157,8 @@ class Studio:
     def run(self) -> None:
         """Start (or resume) detecting the images not done yet."""
         with self._lock:
+            if self._closed:
+                raise StudioError("the studio is closed")
             self._cancel = False
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(
@@ -163,6 +166,22 @@ class Studio:
                 )
                 self._worker.start()
             self._lock.notify_all()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the worker after the image it is detecting (its sidecar is written) and wait
+        for it; the studio answers questions about what it holds but detects nothing more."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
+    def __enter__(self) -> Studio:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def cancel(self) -> None:
         """Stop detecting after the current image (:meth:`run` resumes)."""
@@ -191,8 +210,12 @@ class Studio:
         }  # fmt: skip
 
     def _next(self) -> tuple[str, int] | None:
+        """The next image to detect and the folder's generation; None once closed."""
         with self._lock:
             while True:
+                if self._closed:
+                    self._running = False
+                    return None
                 if not self._cancel:
                     while self._priority or self._queue:
                         name = (self._priority or self._queue).popleft()
@@ -216,16 +239,11 @@ class Studio:
             self.error = f"the model could not be loaded: {exc}"
             log.error(self.error)
             return
-        # the kernel threads of one of cendetect run's streams: the same kernels sum in the same
-        # order, so an unedited image exports byte for byte what cendetect run writes
         device = getattr(getattr(detector, "device", None), "type", "cpu")
-        with stream_threads(default_streams(device)):
-            self._loop(detector)
-
-    def _loop(self, detector: Detector) -> None:
+        streams = default_streams(device)
         window: deque[float] = deque(maxlen=20)
-        while True:
-            name, gen = self._next()  # type: ignore[misc]
+        while (job := self._next()) is not None:
+            name, gen = job
             t0 = time.perf_counter()
             rec = self.records[name]
             assert self.root is not None and self.output is not None
@@ -237,7 +255,12 @@ class Studio:
                 new = load_sidecar(out, name, stamp, self.class_names)
                 if new is None:
                     image = read_image_file(path, self.max_pixels)
-                    det = detector.predict([image])[0]
+                    # the kernel threads of one of cendetect run's streams, while it detects
+                    # only (the process's thread counts are global; edits between pictures
+                    # get them all): the same kernels sum in the same order, so an unedited
+                    # image exports byte for byte what cendetect run writes
+                    with stream_threads(streams):
+                        det = detector.predict([image])[0]
                     new = record_from_detections(name, det, stamp)
                     window.append(time.perf_counter() - t0)
             except ImageDecodeError as exc:

@@ -232,6 +232,11 @@ def test_open_a_folder_typed_or_picked_on_the_page(server, folder: Path, tmp_pat
         (other / "one.jpg").write_bytes((folder / "sample_1.jpg").read_bytes())
         page.fill("#folder", str(other))
         page.fill("#output", str(tmp_path / "other-out"))
+        # progress events come twice a second: what was typed outlives them (it once did not,
+        # and a slow click reopened the old folder)
+        page.wait_for_timeout(1500)
+        assert page.input_value("#folder") == str(other)
+        assert page.input_value("#output") == str(tmp_path / "other-out")
         page.click("#open")
         page.wait_for_function("() => document.querySelectorAll('.tile').length === 1")
         page.wait_for_function(

@@ -19,16 +19,31 @@ from tests.studio.conftest import DEFAULT_MODEL, censored, wait_for, write
 CENSORED = "ünïcødé/censored ß.png"
 
 
-def _opened(folder: Path, out: Path, detector) -> Studio:
-    studio = Studio(lambda: detector)
+@pytest.fixture
+def studios():
+    """Makes studios and closes each at teardown: a worker left running would keep detecting
+    (and changing the process's thread counts) during the tests that follow in this process."""
+    made: list[Studio] = []
+
+    def make(*args, **kwargs) -> Studio:  # noqa: ANN002, ANN003
+        made.append(Studio(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for studio in made:
+        studio.close()
+
+
+def _opened(studios, folder: Path, out: Path, detector) -> Studio:  # noqa: ANN001
+    studio = studios(lambda: detector)
     studio.open(folder, out)
     wait_for(lambda: studio.done == len(studio.names), 180, "detection")
     return studio
 
 
 @pytest.fixture
-def opened(folder: Path, tmp_path: Path, default_detector) -> Studio:
-    return _opened(folder, tmp_path / "out", default_detector)
+def opened(studios, folder: Path, tmp_path: Path, default_detector) -> Studio:  # noqa: ANN001
+    return _opened(studios, folder, tmp_path / "out", default_detector)
 
 
 def test_open_detects_every_image_and_reports_the_broken_one(opened: Studio) -> None:
@@ -47,9 +62,9 @@ def test_open_detects_every_image_and_reports_the_broken_one(opened: Studio) -> 
     assert not sidecar_path(opened.output, "broken.jpg").exists()
 
 
-def test_output_inside_the_folder_is_refused(folder: Path, default_detector) -> None:
+def test_output_inside_the_folder_is_refused(studios, folder: Path, default_detector) -> None:  # noqa: ANN001
     with pytest.raises(StudioError, match="inside the opened folder"):
-        Studio(lambda: default_detector).open(folder, folder / "out")
+        studios(lambda: default_detector).open(folder, folder / "out")
 
 
 def test_paths_outside_the_folder_are_refused(opened: Studio, tmp_path: Path) -> None:
@@ -82,7 +97,10 @@ STATE = ".cendetect-studio"
 
 
 def test_edits_undo_redo_and_sidecar_restore(
-    opened: Studio, tmp_path: Path, default_detector
+    opened: Studio,
+    studios,
+    tmp_path: Path,
+    default_detector,  # noqa: ANN001
 ) -> None:
     rec = opened.records["sample_1.jpg"]
     first = rec.instances[0]
@@ -124,18 +142,18 @@ def test_edits_undo_redo_and_sidecar_restore(
         def predict(self, images):  # noqa: ANN001, ANN202
             raise AssertionError("the model ran on an image with a saved state")
 
-    again = _opened(opened.root, opened.output, NoModel())
+    again = _opened(studios, opened.root, opened.output, NoModel())
     rec2 = again.records["sample_1.jpg"]
     assert rec2.confirmed and rec2.edited
     assert [(i.id, i.kept, i.label, i.window, i.crop.tobytes()) for i in rec2.instances] == before
 
 
-def test_changed_input_is_detected_again(opened: Studio, default_detector) -> None:
+def test_changed_input_is_detected_again(opened: Studio, studios, default_detector) -> None:  # noqa: ANN001
     path = opened.root / "sample_2.jpg"
     image = censored(2, 200, 300)[0]
     write(path.with_suffix(".png"), image)
     os.replace(path.with_suffix(".png"), path)  # same name, other content
-    again = _opened(opened.root, opened.output, default_detector)
+    again = _opened(studios, opened.root, opened.output, default_detector)
     assert again.records["sample_2.jpg"].size == (200, 300)
 
 
@@ -196,8 +214,8 @@ def test_coco_export_trains_and_the_result_loads(opened: Studio, tmp_path: Path)
     assert meta["cendetect_studio"]["status"] == "done"
 
 
-def test_pixel_limit_as_in_the_cli(folder: Path, tmp_path: Path, default_detector) -> None:
-    studio = Studio(lambda: default_detector, max_pixels=200_000)
+def test_pixel_limit_as_in_the_cli(studios, folder: Path, tmp_path: Path, default_detector) -> None:  # noqa: ANN001
+    studio = studios(lambda: default_detector, max_pixels=200_000)
     studio.open(folder, tmp_path / "out")
     wait_for(lambda: studio.done == len(studio.names), 180, "detection")
     big = studio.records["sample_1.jpg"]  # 511 x 697 = 356,167 pixels
@@ -206,7 +224,10 @@ def test_pixel_limit_as_in_the_cli(folder: Path, tmp_path: Path, default_detecto
 
 
 def test_cancel_stops_after_the_current_picture_and_run_resumes(
-    folder: Path, tmp_path: Path, default_detector
+    studios,
+    folder: Path,
+    tmp_path: Path,
+    default_detector,  # noqa: ANN001
 ) -> None:
     import time
 
@@ -218,7 +239,7 @@ def test_cancel_stops_after_the_current_picture_and_run_resumes(
             time.sleep(0.5)
             return default_detector.predict(images)
 
-    studio = Studio(lambda: Slow())
+    studio = studios(lambda: Slow())
     studio.open(folder, tmp_path / "out")
     wait_for(lambda: studio.done >= 1, 60, "the first picture")
     studio.cancel()
@@ -230,3 +251,44 @@ def test_cancel_stops_after_the_current_picture_and_run_resumes(
     studio.run()
     wait_for(lambda: studio.done == len(studio.names), 60, "the rest")
     assert not studio.progress()["cancelled"]
+
+
+def test_thread_counts_are_the_process_s_own_between_pictures_and_after_close(
+    studios,
+    folder: Path,
+    tmp_path: Path,
+    default_detector,  # noqa: ANN001
+) -> None:
+    """The worker takes one stream's share of the kernel threads while it detects, and gives
+    them back: an idle studio (the page's edits) and the rest of the process keep them all."""
+    import torch
+
+    from cendetect.ops import get_num_threads
+
+    before = (torch.get_num_threads(), get_num_threads())
+    seen: list[tuple[int, int]] = []
+
+    class Watching:
+        class_names = default_detector.class_names
+        device = default_detector.device
+
+        def predict(self, images):  # noqa: ANN001, ANN202
+            seen.append((torch.get_num_threads(), get_num_threads()))
+            return default_detector.predict(images)
+
+    studio = studios(lambda: Watching())
+    studio.open(folder, tmp_path / "out")
+    wait_for(lambda: studio.done == len(studio.names), 180, "detection")
+    wait_for(lambda: not studio.progress()["running"], 30, "the worker to go idle")
+    assert seen  # three readable pictures were detected
+    from cendetect.flow.images import default_streams
+
+    streams = default_streams("cpu")
+    share = (max(1, before[0] // streams), max(1, before[1] // streams))
+    assert set(seen) == {share if streams > 1 else before}
+    assert (torch.get_num_threads(), get_num_threads()) == before  # idle: all of them
+    studio.close()
+    assert not studio._worker.is_alive()
+    assert (torch.get_num_threads(), get_num_threads()) == before
+    with pytest.raises(StudioError, match="closed"):
+        studio.run()

@@ -9,7 +9,7 @@ const S = {
   classes: [], threshold: 0.3, images: [], byName: new Map(), tiles: new Map(),
   filter: "all", current: null, info: null, tool: "select", label: 0, brush: 12,
   selected: null, view: { s: 1, x: 0, y: 0 }, after: false, seq: 0, events: null,
-  busy: false,
+  busy: false, shownFolder: null, shownOutput: null,
 };
 
 // ---- helpers -------------------------------------------------------------------------------
@@ -60,8 +60,14 @@ function showProgress(p) {
   $("#progress-text").textContent = text;
   $("#cancel").hidden = !(p.running && !p.cancelled);
   $("#resume").hidden = !(p.cancelled && p.done < p.total);
-  if (p.folder && document.activeElement !== $("#folder")) $("#folder").value = p.folder;
-  if (p.output && document.activeElement !== $("#output")) $("#output").value = p.output;
+  // the fields show the open folder when it changes, and are left alone otherwise: a path
+  // being typed (focused or not) is never overwritten by the next progress event
+  if (p.folder !== S.shownFolder || p.output !== S.shownOutput) {
+    S.shownFolder = p.folder;
+    S.shownOutput = p.output;
+    if (p.folder) $("#folder").value = p.folder;
+    if (p.output) $("#output").value = p.output;
+  }
 }
 
 function listen() {
@@ -545,6 +551,7 @@ function setBrush(v) {
 async function openFolder(folder, output) {
   try {
     await api("api/open", { folder, output });
+    S.shownFolder = null; // show the folder and output the server opened, even if unchanged
     await loadState();
     backToGrid();
   } catch (err) { toast(err.message, true); }
