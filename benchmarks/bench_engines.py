@@ -549,6 +549,16 @@ def main(argv: list[str] | None = None) -> int:
                             row["vs_floor"] = (med / b) / (flops / (rate * 1e9))
                         rows.append(row)
     info["loadavg_end"] = os.getloadavg()
+    # every row against real mmdetection on the same model, size and batch, from this run
+    peer_ms = {
+        (r["model"], r["size"], r["batch"]): r["ms_per_image"]
+        for r in rows
+        if r["engine"] == "mmdet" and not r.get("failed")
+    }
+    for r in rows:
+        ref = peer_ms.get((r["model"], r["size"], r["batch"]))
+        if ref and not r.get("failed"):
+            r["vs_mmdet"] = ref / r["ms_per_image"]
 
     print(
         f"date: {info['date']}; cpu: {info['cpu']}, {info['cores']} cores, "
@@ -571,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             "ms/image",
             "images/s",
             "vs eager fp32",
+            "vs mmdet",
             "x floor",
             "GFLOPs",
             "peak mem MB",
@@ -580,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         if r.get("failed"):
             table.append(
-                [r["model"], r["size"], r["engine"], str(r["batch"]), "failed"] + ["-"] * 6
+                [r["model"], r["size"], r["engine"], str(r["batch"]), "failed"] + ["-"] * 7
             )
             continue
 
@@ -596,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                 f("ms_per_image", ".0f"),
                 f("images_per_s", ".2f"),
                 f("vs_eager", ".2f"),
+                f("vs_mmdet", ".2f"),
                 f("vs_floor", ".2f"),
                 format(r["flops"] / 1e9, ".0f") if r.get("flops") else "-",
                 f("peak_mem_mb", ".0f"),
