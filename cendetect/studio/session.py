@@ -177,12 +177,6 @@ class Studio:
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
 
-    def __enter__(self) -> Studio:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def cancel(self) -> None:
         """Stop detecting after the current image (:meth:`run` resumes)."""
         with self._lock:
