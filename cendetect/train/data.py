@@ -86,13 +86,36 @@ def colour_jitter(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generato
 def resize_long_side(
     image: np.ndarray, masks: np.ndarray, long_side: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep-ratio resize so that the long edge is ``long_side``; masks by nearest neighbour."""
+    """Keep-ratio resize so that the long edge is ``long_side``.
+
+    The image and the masks share one pixel model (pixel centres at ``i + 0.5``, OpenCV's
+    ``INTER_LINEAR``): each mask is resized as float and kept where its coverage is >= 0.5,
+    as ``cendetect synth`` resizes its labels. OpenCV's ``INTER_NEAREST`` is not centre
+    aligned (it reads source pixel ``floor(i * s)``), so it would shift every mask by
+    ``(s - 1) / (2 s)`` px down and right of its image content; a model trained on that learns
+    the shift (versions 1-6 of the default model did: their masks sat ~0.5 px low, the flips
+    cancelling it in x only).
+
+    Args:
+        image: ``[H, W, 3]`` uint8.
+        masks: ``[G, H, W]`` uint8 (0/1).
+    Returns:
+        ``(image [h, w, 3], masks [G, h, w] uint8)``.
+    """
     h, w = image.shape[:2]
     scale = long_side / max(h, w)
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     if masks.shape[0]:
-        masks = np.stack([cv2.resize(m, (nw, nh), interpolation=cv2.INTER_NEAREST) for m in masks])
+        masks = np.stack(
+            [
+                (
+                    cv2.resize(m.astype(np.float32), (nw, nh), interpolation=cv2.INTER_LINEAR)
+                    >= 0.5
+                ).astype(np.uint8)
+                for m in masks
+            ]
+        )
     else:
         masks = np.zeros((0, nh, nw), dtype=np.uint8)
     return image, masks
