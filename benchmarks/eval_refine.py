@@ -130,7 +130,7 @@ def main() -> None:
     # variant: (classes refined, bar settings)
     variants: dict[str, tuple[frozenset[str], BarRefineParams]] = {
         "model": (frozenset(), BarRefineParams()),
-        "yardstick": (frozenset({"bar"}), BarRefineParams(edge_rule=False)),
+        "yardstick": (frozenset({"bar"}), BarRefineParams(edge_rule=False, rim_max=1.0)),
         "bars": (frozenset({"bar"}), BarRefineParams()),
         "refined": (frozenset({"bar", "mosaic"}), BarRefineParams()),
     }

@@ -73,6 +73,8 @@ cdef extern from "refine.h" namespace "cendetect" nogil:
         double min_ratio
         double max_ratio
         cbool edge_rule
+        double rim_max
+        int64_t clip
 
     cdef cppclass MosaicRefineParams "cendetect::MosaicRefineParams":
         double band_frac
@@ -323,6 +325,8 @@ def refine_instances(const uint8_t[:, :, :] image, const int64_t[:, ::1] windows
     p.min_ratio = params["min_ratio"]
     p.max_ratio = params["max_ratio"]
     p.edge_rule = params["edge_rule"]
+    p.rim_max = params["rim_max"]
+    p.clip = params["clip"]
     for key in ("band_frac", "core_frac", "search_min", "min_period", "min_contrast", "seam",
                 "tol_scale", "tol_offset", "tol_min", "tol_max", "max_spread", "whole_frac",
                 "cover", "cut_frac", "min_ratio", "max_ratio", "band_min", "band_max", "min_area",

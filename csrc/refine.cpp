@@ -15,7 +15,7 @@ namespace cendetect {
 namespace {
 
 struct Scratch : morph::Scratch {
-  std::vector<uint8_t> region, core, in_band, strong, cand, outside, hor;
+  std::vector<uint8_t> region, core, in_band, strong, cand, outside, hor, inner;
   std::vector<int16_t> d;
 };
 
@@ -68,6 +68,29 @@ CENDETECT_SIMD_CLONES void colour_distance_row(const uint8_t* row, int64_t w, in
     const int c = std::abs(row[3 * x + 2] - c2);
     out[x] = static_cast<int16_t>(std::max(a, std::max(b, c)));
   }
+}
+
+// One row of the band's outer contour (band pixels with a 4-neighbour outside the band; `up`
+// and `dn` are the rows above and below, all ones beyond the grid, as are the columns beyond
+// it): adds its pixel count to `rim` and those of them in `o` to `hit`. Grids hold 0/1.
+// Integer sums: every clone gives the same counts.
+CENDETECT_SIMD_CLONES void contour_row(const uint8_t* b, const uint8_t* up, const uint8_t* dn,
+                                       const uint8_t* o, int64_t w, int32_t& rim, int32_t& hit) {
+  if (w == 1) {
+    rim += b[0] & static_cast<uint8_t>(~(up[0] & dn[0]));
+    hit += b[0] & static_cast<uint8_t>(~(up[0] & dn[0])) & o[0];
+    return;
+  }
+  const uint8_t e0 = b[0] & static_cast<uint8_t>(~(b[1] & up[0] & dn[0]));
+  const uint8_t e1 = b[w - 1] & static_cast<uint8_t>(~(b[w - 2] & up[w - 1] & dn[w - 1]));
+  int32_t r = e0 + e1, t = (e0 & o[0]) + (e1 & o[w - 1]);
+  for (int64_t x = 1; x + 1 < w; ++x) {
+    const uint8_t e = b[x] & static_cast<uint8_t>(~(b[x - 1] & b[x + 1] & up[x] & dn[x]));
+    r += e;
+    t += e & o[x];
+  }
+  rim += r;
+  hit += t;
 }
 
 }  // namespace
@@ -169,6 +192,36 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
   if (new_area < 0) return false;
   const double a = static_cast<double>(area), na = static_cast<double>(new_area);
   if (!(params.min_ratio * a <= na && na <= params.max_ratio * a)) return false;
+  // the band's limit (step 7): the result reaching the band's outer contour (band pixels with a
+  // 4-neighbour outside the band; outside the grid counts as band) means the colour did not
+  // stop at an edge; then it may grow only `clip` px past the model's mask
+  int64_t n_rim = 0, n_hit = 0;
+  if (params.rim_max < 1.0) {  // n_hit <= n_rim: a share >= 1 never fires
+    std::vector<uint8_t>& ones = sc.hor;  // a row of band pixels outside the grid
+    ones.assign(static_cast<size_t>(w), 1);
+    for (int64_t y = 0; y < h; ++y) {
+      const uint8_t* b = in_band.data() + y * w;
+      const uint8_t* up = y > 0 ? b - w : ones.data();
+      const uint8_t* dn = y + 1 < h ? b + w : ones.data();
+      const uint8_t* o = out.data() + y * w;
+      int32_t rim = 0, hit = 0;  // per row: w < 2^31
+      contour_row(b, up, dn, o, w, rim, hit);
+      n_rim += rim;
+      n_hit += hit;
+    }
+  }
+  if (static_cast<double>(n_hit) > params.rim_max * static_cast<double>(n_rim)) {
+    std::vector<uint8_t>& inner = sc.inner;
+    morph::dilate_disk(region, h, w, params.clip, inner, sc);
+    cand.assign(static_cast<size_t>(pn), 0);
+    for (int64_t y = 0; y < h; ++y) {
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t i = y * w + x;
+        cand[pad(y, x)] = out[i] && inner[i];
+      }
+    }
+    if (morph::seeded_components_filled(cand, core, h, w, out, sc) < 0) return false;
+  }
   out_window[0] = rx0;
   out_window[1] = ry0;
   out_window[2] = rx1;

@@ -29,6 +29,8 @@ struct BarRefineParams {
   double min_ratio = 0.5;
   double max_ratio = 2.0;
   bool edge_rule = true;
+  double rim_max = 0.05;  // step 7: share of the band's outer contour the result may reach
+  int64_t clip = 2;       // and then how far past the model's mask it may grow (px)
 };
 
 // image: BGR uint8 [height, width, 3] rows `stride` bytes apart. An instance's window is

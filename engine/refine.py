@@ -19,6 +19,12 @@ soft. A *bar* is one flat colour with hard edges, so its true extent can be read
    their holes filled.
 6. the result replaces the model's mask only if its area is 0.5-2x the model's; otherwise the
    evidence is weak and the model's mask is kept.
+7. the band's limit: if more than ``rim_max`` of the band's outer contour (its pixels with a
+   4-neighbour outside it) is in the result, the colour did not stop at an edge inside the
+   band (a bar on a background of nearly its own colour: dark on dark foliage, orange on
+   orange). The result is then clipped to the model's mask grown by ``clip`` px, and step 5
+   (components touching the core, holes filled) is applied again: the colour still squares
+   the model's soft edge, but cannot spread.
 
 Mosaics have their own rule (:mod:`cendetect.engine.refine_mosaic`: find the cell grid, then
 decide per cell and per pixel; see docs/refinement.md for why plain cell snapping hurts).
@@ -64,6 +70,7 @@ __all__ = [
 
 #: what :func:`refine_masks` does with an instance (``kinds[i]``)
 REFINE_NONE, REFINE_BAR, REFINE_MOSAIC = 0, 1, 2
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 _MOSAIC_DEFAULTS = MosaicRefineParams()
 
 
@@ -84,6 +91,12 @@ class BarRefineParams:
     min_ratio: float = 0.5  #: accept the result if its area is in [min_ratio, max_ratio] x
     max_ratio: float = 2.0
     edge_rule: bool = True  #: step 4 (anti-aliased edge pixels); False: the plain yardstick
+    rim_max: float = 0.05  #: step 7: share of the band's outer contour the result may reach
+    clip: int = 2  #: step 7: px the result may then grow past the model's mask
+
+    def __post_init__(self) -> None:
+        if self.clip < 0 or not self.rim_max >= 0.0:
+            raise ValueError(f"clip {self.clip} and rim_max {self.rim_max} must be >= 0")
 
 
 def _lower_median(values: np.ndarray) -> np.ndarray:
@@ -133,20 +146,36 @@ def refine_bar_reference(
         to_bg = np.abs(img - bg).sum(axis=2)
         near = _dilate(strong, np.ones((3, 3), np.uint8))
         cand |= in_band & near & (to_c < to_bg)
+    out = _seeded_components_filled(cand, core)
+    if out is None:
+        return None
+    new_area = int(out.sum())
+    if not params.min_ratio * area <= new_area <= params.max_ratio * area:
+        return None
+    # the band's outer contour: band pixels with a 4-neighbour outside it (outside the grid,
+    # where an image border clamped it, counts as band)
+    rim = in_band & ~cv2.erode(in_band.astype(np.uint8), _CROSS, borderValue=1).astype(bool)
+    if int((out & rim).sum()) > params.rim_max * int(rim.sum()):
+        out = _seeded_components_filled(out & _dilate(region, _disk(params.clip)), core)
+        if out is None:
+            return None
+    return (rx0, ry0, rx1, ry1), out
+
+
+def _seeded_components_filled(cand: np.ndarray, seeds: np.ndarray) -> np.ndarray | None:
+    """The 8-connected components of ``cand`` holding a pixel of ``seeds``, their holes (the
+    complement's 4-connected components not touching the grid's border) filled; None when no
+    seed is in ``cand``."""
     _, labels = cv2.connectedComponents(cand.astype(np.uint8), connectivity=8)
-    keep = np.unique(labels[core & cand])
+    keep = np.unique(labels[seeds & cand])
     keep = keep[keep > 0]
     if keep.size == 0:
         return None
     out = np.isin(labels, keep)
-    # fill holes: the complement's 4-connected components that do not touch the region border
     _, holes = cv2.connectedComponents((~out).astype(np.uint8), connectivity=4)
     border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
     out |= (holes > 0) & ~np.isin(holes, border)
-    new_area = int(out.sum())
-    if not params.min_ratio * area <= new_area <= params.max_ratio * area:
-        return None
-    return (rx0, ry0, rx1, ry1), out
+    return out
 
 
 def _kinds(kinds: np.ndarray, n: int) -> np.ndarray:

@@ -91,12 +91,48 @@ def test_never_grows_past_the_band() -> None:
     img = np.full((300, 300, 3), 40, np.uint8)
     mask = np.zeros((300, 300), bool)
     mask[140:160, 100:200] = True
-    p = BarRefineParams(max_ratio=100.0)
+    p = BarRefineParams(max_ratio=100.0, rim_max=1.0)  # step 7 off: the band is the limit
     full = _refine_full(img, mask, p)
     assert full is not None
     band = int(np.clip(round(p.band_frac * np.sqrt(mask.sum())), p.band_min, p.band_max))
+    assert band > 4
     grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * band + 3,) * 2, np.uint8)).astype(bool)
     assert not (full & ~grown).any() and full.sum() > mask.sum()
+    # step 7 on (the default): the colour reached the band's ring, so it may grow `clip` px only
+    clipped = _refine_full(img, mask, BarRefineParams(max_ratio=100.0))
+    assert clipped is not None
+    near = cv2.dilate(mask.astype(np.uint8), _disk_kernel(BarRefineParams().clip)).astype(bool)
+    assert np.array_equal(clipped, near)
+
+
+def _disk_kernel(r: int) -> np.ndarray:
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    return (x * x + y * y <= r * r).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_background_of_nearly_the_bar_s_colour_stays_near_the_model_mask(seed: int) -> None:
+    """A black bar on dark, noisy foliage whose pixels are within the bar's colour tolerance:
+    without step 7 the colour leaks into the foliage up to the band; with it the result stays
+    within `clip` px of the model's mask, and is closer to the truth than the leak."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 22, (40, 48, 3), dtype=np.uint8)
+    img = cv2.resize(small, (240, 200), interpolation=cv2.INTER_NEAREST)
+    img[rng.random((200, 240)) < 0.3] = (70, 110, 60)  # leaves: breaks the dark into patches
+    truth = np.zeros((200, 240), np.uint8)
+    box = cv2.boxPoints(((120.0, 100.0), (120.0, 50.0), 4.0))
+    cv2.fillPoly(truth, [np.round(box).astype(np.int32)], 1)
+    truth = truth.astype(bool)
+    paint_bar(img, truth, (6, 6, 6))
+    model = _model_mask(truth)
+    leak = _refine_full(img, model, BarRefineParams(rim_max=1.0))
+    kept = _refine_full(img, model)
+    assert leak is not None and kept is not None
+    near = cv2.dilate(model.astype(np.uint8), _disk_kernel(BarRefineParams().clip)).astype(bool)
+    assert not (kept & ~near).any()
+    ious = _iou(model, truth), _iou(leak, truth), _iou(kept, truth)
+    # kept squares the model's soft edge (IoU ~0.94); the leak adds foliage (~0.88-0.90)
+    assert ious[2] > max(ious[:2]) + 0.03, ious
 
 
 def test_area_outside_the_ratio_keeps_the_model_mask() -> None:
@@ -156,10 +192,14 @@ def _random_case(seed: int) -> tuple[np.ndarray, InstanceMasks, np.ndarray]:
 def test_kernel_equals_reference_pixel_for_pixel() -> None:
     """csrc/refine.cpp against engine/refine.py: integer arithmetic on both sides, so every
     window and every pixel must be equal (no tolerance)."""
-    changed_any = 0
+    changed_any = clipped_any = 0
     for seed in range(60):
         img, masks, which = _random_case(seed)
-        for params in (BarRefineParams(), BarRefineParams(edge_rule=False, band_frac=0.3)):
+        for params in (
+            BarRefineParams(),
+            BarRefineParams(edge_rule=False, band_frac=0.3),
+            BarRefineParams(rim_max=0.0, clip=1),  # step 7 wherever the result touches the rim
+        ):
             ours, ch = refine_masks(img, masks, which, params)
             ref, ch_ref = refine_masks_reference(img, masks, which, params)
             assert np.array_equal(ch, ch_ref), seed
@@ -167,7 +207,10 @@ def test_kernel_equals_reference_pixel_for_pixel() -> None:
             assert np.array_equal(ours.offsets, ref.offsets), seed
             assert np.array_equal(ours.data, ref.data), seed
             changed_any += int(ch.sum())
+        no_rim, _ = refine_masks(img, masks, which, BarRefineParams(rim_max=1.0))
+        clipped_any += int(not np.array_equal(no_rim.data, refine_masks(img, masks, which)[0].data))
     assert changed_any > 50  # the cases exercise the refinement, not only the kept masks
+    assert clipped_any >= 3  # and step 7 (the band's limit) in some of them
 
 
 def test_kernel_threads_and_errors() -> None:
