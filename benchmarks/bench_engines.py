@@ -33,7 +33,9 @@ the case's padded size (static shape), TorchScript for any size.
 
 Low-precision engines are built as ``cendetect-compile`` builds them (the image and the backbone
 stem in float32, ``--fp32-stride 2``); a suffix ``-sN`` picks another float32 stride, e.g.
-``torchscript-bf16-s0`` (every convolution bf16) or ``aoti-bf16-s8``.
+``torchscript-bf16-s0`` (every convolution bf16) or ``aoti-bf16-s8``. An AOTI name ending in
+``-nofreeze`` (``aoti-nofreeze``, ``aoti-bf16-nofreeze``) builds without Inductor's
+``freezing`` (cendetect's AOTI builds before 2026-12-08), to time that choice side by side.
 
 CPU code paths (``--isa``): every engine of ours can run once per ISA level of
 ``tests/isa.py`` (``native``, ``avx512_bf16``, ``avx512``, ``avx2``, ``default``: environment
@@ -116,9 +118,20 @@ def _engine(name: str) -> tuple[str, str, int | None]:
     return (*ENGINES[name], None)
 
 
+#: an AOTI engine name with this suffix is built without Inductor's freezing (the build before
+#: 2026-12-08), to time the choice side by side
+NOFREEZE = "-nofreeze"
+
+
+def _split_nofreeze(name: str) -> tuple[str, bool]:
+    if name.endswith(NOFREEZE) and name.startswith("aoti"):
+        return name[: -len(NOFREEZE)], True
+    return name, False
+
+
 def _known_engine(name: str) -> bool:
     try:
-        _engine(name)
+        _engine(_split_nofreeze(name)[0])
     except KeyError:
         return False
     return True
@@ -162,6 +175,10 @@ def _ours(spec: dict[str, Any]) -> tuple[dict[int, Callable[[], Any]], float, Ca
             precision, sizes["channels_last"] = "fp32", True
         if spec.get("fp32_stride") is not None:
             sizes["fp32_stride"] = spec["fp32_stride"]
+        if spec.get("inductor"):  # this worker process only
+            from cendetect.compile.aoti import INDUCTOR_CONFIGS
+
+            INDUCTOR_CONFIGS.update(spec["inductor"])
         t0 = time.perf_counter()
         compile_engine(
             spec["checkpoint"], artifact, engine=kind, precision=precision, device=device, **sizes
@@ -480,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs: list[tuple[str, str, str, dict[str, Any] | None]] = []
                 for suffix, ienv in isa_envs:
                     for eng in engines:
-                        kind, precision, stride = _engine(eng)
+                        base_eng, nofreeze = _split_nofreeze(eng)
+                        kind, precision, stride = _engine(base_eng)
                         tag = f"{model}_{size}_{eng}{suffix}"
                         s = {
                             **spec,
@@ -489,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                             "precision": precision,
                             "fp32_stride": stride,
                             "padded_hw": hw,
+                            "inductor": {"freezing": False} if nofreeze else {},
                         }
                         print(f"[{tag}] running", file=sys.stderr)
                         result = _spawn("ours", sys.executable, ienv, s, tmp)
