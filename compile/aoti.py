@@ -28,10 +28,11 @@ _EXTRA_DIR = "extra/"
 #: mean mask IoU 0.33 against eager; with it off the logits equal eager's). The price is the
 #: channels-last speed-up of the backbone on CPU. ``freezing=True``: the weights are constants
 #: of the graph, so Inductor folds them and prepacks the convolutions' weights for oneDNN
-#: (with their bias and ReLU fused): 1 thread on the Xeon, R50-FPN fp32 4,702 -> 4,433 ms, the
-#: default model fp32 297 -> 273 ms and bf16 92 -> 82 ms at 1024x1024 (docs/benchmarks.md);
-#: every AOTI parity test passes with it (with layout_optimization on too, the mask logits
-#: are wrong again, so that stays off).
+#: (with their bias and ReLU fused). Speed on the Xeon is within the run-to-run spread: side
+#: by side at 2 quiet threads the default model's bf16 engine took 55 ms with it, 60 without;
+#: at 1 thread beside a training run 86 against 72 (docs/benchmarks.md, "AOTInductor with
+#: freezing"); every AOTI parity test passes with it (with layout_optimization on too, the
+#: mask logits are wrong again, so that stays off).
 INDUCTOR_CONFIGS: dict[str, object] = {"layout_optimization": False, "freezing": True}
 
 
