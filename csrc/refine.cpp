@@ -195,32 +195,31 @@ bool refine_bar_impl(const uint8_t* image, int64_t height, int64_t width, int64_
   // the band's limit (step 7): the result reaching the band's outer contour (band pixels with a
   // 4-neighbour outside the band; outside the grid counts as band) means the colour did not
   // stop at an edge; then it may grow only `clip` px past the model's mask
-  int64_t n_rim = 0, n_hit = 0;
-  if (params.rim_max < 1.0) {  // n_hit <= n_rim: a share >= 1 never fires
+  if (params.rim_max < 1.0) {  // hits <= contour pixels: a share >= 1 never fires
     std::vector<uint8_t>& ones = sc.hor;  // a row of band pixels outside the grid
     ones.assign(static_cast<size_t>(w), 1);
+    int64_t n_rim = 0, n_hit = 0;
     for (int64_t y = 0; y < h; ++y) {
       const uint8_t* b = in_band.data() + y * w;
       const uint8_t* up = y > 0 ? b - w : ones.data();
       const uint8_t* dn = y + 1 < h ? b + w : ones.data();
-      const uint8_t* o = out.data() + y * w;
       int32_t rim = 0, hit = 0;  // per row: w < 2^31
-      contour_row(b, up, dn, o, w, rim, hit);
+      contour_row(b, up, dn, out.data() + y * w, w, rim, hit);
       n_rim += rim;
       n_hit += hit;
     }
-  }
-  if (static_cast<double>(n_hit) > params.rim_max * static_cast<double>(n_rim)) {
-    std::vector<uint8_t>& inner = sc.inner;
-    morph::dilate_disk(region, h, w, params.clip, inner, sc);
-    cand.assign(static_cast<size_t>(pn), 0);
-    for (int64_t y = 0; y < h; ++y) {
-      for (int64_t x = 0; x < w; ++x) {
-        const int64_t i = y * w + x;
-        cand[pad(y, x)] = out[i] && inner[i];
+    if (static_cast<double>(n_hit) > params.rim_max * static_cast<double>(n_rim)) {
+      std::vector<uint8_t>& inner = sc.inner;
+      morph::dilate_disk(region, h, w, params.clip, inner, sc);
+      cand.assign(static_cast<size_t>(pn), 0);
+      for (int64_t y = 0; y < h; ++y) {
+        for (int64_t x = 0; x < w; ++x) {
+          const int64_t i = y * w + x;
+          cand[pad(y, x)] = out[i] && inner[i];
+        }
       }
+      if (morph::seeded_components_filled(cand, core, h, w, out, sc) < 0) return false;
     }
-    if (morph::seeded_components_filled(cand, core, h, w, out, sc) < 0) return false;
   }
   out_window[0] = rx0;
   out_window[1] = ry0;

@@ -16,6 +16,7 @@ from cendetect.engine.refine import (
     refine_masks,
     refine_masks_reference,
 )
+from cendetect.engine.refine_mosaic import _disk
 
 
 def _scene(seed: int, soften: float = 0.0, jpeg: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -101,13 +102,8 @@ def test_never_grows_past_the_band() -> None:
     # step 7 on (the default): the colour reached the band's ring, so it may grow `clip` px only
     clipped = _refine_full(img, mask, BarRefineParams(max_ratio=100.0))
     assert clipped is not None
-    near = cv2.dilate(mask.astype(np.uint8), _disk_kernel(BarRefineParams().clip)).astype(bool)
+    near = cv2.dilate(mask.astype(np.uint8), _disk(BarRefineParams().clip)).astype(bool)
     assert np.array_equal(clipped, near)
-
-
-def _disk_kernel(r: int) -> np.ndarray:
-    y, x = np.mgrid[-r : r + 1, -r : r + 1]
-    return (x * x + y * y <= r * r).astype(np.uint8)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -128,7 +124,7 @@ def test_a_background_of_nearly_the_bar_s_colour_stays_near_the_model_mask(seed:
     leak = _refine_full(img, model, BarRefineParams(rim_max=1.0))
     kept = _refine_full(img, model)
     assert leak is not None and kept is not None
-    near = cv2.dilate(model.astype(np.uint8), _disk_kernel(BarRefineParams().clip)).astype(bool)
+    near = cv2.dilate(model.astype(np.uint8), _disk(BarRefineParams().clip)).astype(bool)
     assert not (kept & ~near).any()
     ious = _iou(model, truth), _iou(leak, truth), _iou(kept, truth)
     # kept squares the model's soft edge (IoU ~0.94); the leak adds foliage (~0.88-0.90)
